@@ -1,0 +1,343 @@
+//! Elementwise kernels: activations with their backward passes, `exp`/`ln`, and the update
+//! loops optimisers need. Work is split into fixed element chunks, so [`Par`] never changes
+//! a result.
+
+use crate::isa::Par;
+use crate::math::{map1, map2, map3, map_inplace, row_dot, vexp, vln};
+use crate::simd::{self, Kernel, Simd};
+use rayon::prelude::*;
+
+const CHUNK: usize = 32 * 1024;
+
+fn check(op: &str, a: usize, b: usize) {
+    assert_eq!(a, b, "{op}: lengths differ ({a} vs {b})");
+}
+
+/// Runs `f(offset, out_chunk)` over fixed chunks of `out`.
+fn chunks(par: Par, out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if par.degree() > 1 && out.len() > CHUNK {
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(i, o)| f(i * CHUNK, o));
+    } else {
+        out.chunks_mut(CHUNK).enumerate().for_each(|(i, o)| f(i * CHUNK, o));
+    }
+}
+
+struct Map1<'a, F> {
+    x: &'a [f32],
+    out: &'a mut [f32],
+    op: F,
+}
+/// Unary operations, by name, so one kernel struct serves them all.
+#[derive(Clone, Copy)]
+enum Un {
+    Relu,
+    Abs,
+    Exp,
+    Ln,
+}
+impl Kernel for Map1<'_, Un> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let z = s.zero();
+        match self.op {
+            Un::Relu => map1(s, self.x, self.out, 0.0, |v| s.select_gt(v, z, v, z)),
+            Un::Abs => map1(s, self.x, self.out, 0.0, |v| s.max(v, s.sub(z, v))),
+            Un::Exp => map1(s, self.x, self.out, 0.0, |v| vexp(s, v)),
+            Un::Ln => map1(s, self.x, self.out, 1.0, |v| vln(s, v)),
+        }
+    }
+}
+
+fn unary(op_name: &str, op: Un, x: &[f32], out: &mut [f32], par: Par) {
+    check(op_name, x.len(), out.len());
+    chunks(par, out, |o0, o| {
+        simd::run(Map1 { x: &x[o0..o0 + o.len()], out: o, op })
+    });
+}
+
+/// ReLU: `max(z, 0)`; NaN maps to 0.
+pub fn relu(z: &[f32], out: &mut [f32], par: Par) {
+    unary("relu", Un::Relu, z, out, par)
+}
+/// `|z|`.
+pub fn abs(z: &[f32], out: &mut [f32], par: Par) {
+    unary("abs", Un::Abs, z, out, par)
+}
+/// Vectorised `exp` (accuracy in [`crate::math`]).
+pub fn exp(x: &[f32], out: &mut [f32], par: Par) {
+    unary("exp", Un::Exp, x, out, par)
+}
+/// Vectorised natural log (accuracy in [`crate::math`]).
+pub fn ln(x: &[f32], out: &mut [f32], par: Par) {
+    unary("ln", Un::Ln, x, out, par)
+}
+
+struct Map2K<'a> {
+    x: &'a [f32],
+    y: &'a [f32],
+    out: &'a mut [f32],
+    op: Bin,
+}
+#[derive(Clone, Copy)]
+enum Bin {
+    ReluBwd,
+    AbsBwd,
+}
+impl Kernel for Map2K<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let z = s.zero();
+        match self.op {
+            Bin::ReluBwd => map2(s, self.x, self.y, self.out, |zv, g| s.select_gt(zv, z, g, z)),
+            Bin::AbsBwd => map2(s, self.x, self.y, self.out, |zv, g| {
+                s.select_gt(zv, z, g, s.select_gt(z, zv, s.sub(z, g), z))
+            }),
+        }
+    }
+}
+
+fn binary(op_name: &str, op: Bin, x: &[f32], y: &[f32], out: &mut [f32], par: Par) {
+    check(op_name, x.len(), out.len());
+    check(op_name, y.len(), out.len());
+    chunks(par, out, |o0, o| {
+        let r = o0..o0 + o.len();
+        simd::run(Map2K { x: &x[r.clone()], y: &y[r], out: o, op })
+    });
+}
+
+/// ReLU backward: `g ⊙ 1[z > 0]` (the derivative at 0 is 0).
+pub fn relu_backward(z: &[f32], g: &[f32], out: &mut [f32], par: Par) {
+    binary("relu_backward", Bin::ReluBwd, z, g, out, par)
+}
+/// `|z|` backward: `g ⊙ sign(z)` (the derivative at 0 is 0).
+pub fn abs_backward(z: &[f32], g: &[f32], out: &mut [f32], par: Par) {
+    binary("abs_backward", Bin::AbsBwd, z, g, out, par)
+}
+
+struct AxpyK<'a> {
+    alpha: f32,
+    x: &'a [f32],
+    y: &'a mut [f32],
+}
+impl Kernel for AxpyK<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let a = s.splat(self.alpha);
+        let l = S::LANES;
+        let n = self.y.len();
+        let mut i = 0;
+        while i + l <= n {
+            let v = s.fma(a, s.load(&self.x[i..]), s.load(&self.y[i..]));
+            s.store(&mut self.y[i..], v);
+            i += l;
+        }
+        for j in i..n {
+            self.y[j] += self.alpha * self.x[j];
+        }
+    }
+}
+
+/// `y += α x`.
+pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32], par: Par) {
+    check("axpy", x.len(), y.len());
+    chunks(par, y, |o0, o| simd::run(AxpyK { alpha, x: &x[o0..o0 + o.len()], y: o }));
+}
+
+struct ScaleK<'a> {
+    alpha: f32,
+    x: &'a mut [f32],
+}
+impl Kernel for ScaleK<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let a = s.splat(self.alpha);
+        map_inplace(s, self.x, |v| s.mul(v, a));
+    }
+}
+
+/// `x *= α`.
+pub fn scale(alpha: f32, x: &mut [f32], par: Par) {
+    chunks(par, x, |_, o| simd::run(ScaleK { alpha, x: o }));
+}
+
+struct DotK<'a> {
+    a: &'a [f32],
+    b: &'a [f32],
+}
+impl Kernel for DotK<'_> {
+    type Output = f32;
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) -> f32 {
+        row_dot(s, self.a, self.b)
+    }
+}
+
+/// `Σ a_i b_i`, summed over fixed chunks in order (deterministic for any thread count;
+/// sequential, as dot products here are small next to the kernels that produce them).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    check("dot", a.len(), b.len());
+    a.chunks(CHUNK)
+        .zip(b.chunks(CHUNK))
+        .map(|(a, b)| simd::run(DotK { a, b }))
+        .sum()
+}
+
+/// Hyper-parameters of one Adam / AdamW step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamStep {
+    /// Learning rate.
+    pub lr: f32,
+    /// First-moment decay β₁.
+    pub beta1: f32,
+    /// Second-moment decay β₂.
+    pub beta2: f32,
+    /// ε added to `√v̂`.
+    pub eps: f32,
+    /// `1 − β₁ᵗ` for the current step `t ≥ 1`.
+    pub bias_correction1: f32,
+    /// `1 − β₂ᵗ`.
+    pub bias_correction2: f32,
+    /// L2 weight decay added to the gradient (Adam) — `g + λ p`.
+    pub l2: f32,
+    /// Decoupled weight decay (AdamW) — `p −= lr·λ·p`.
+    pub decoupled: f32,
+}
+
+struct AdamK<'a> {
+    h: AdamStep,
+    p: &'a mut [f32],
+    g: &'a [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+}
+impl Kernel for AdamK<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let h = self.h;
+        let n = self.p.len();
+        let l = S::LANES;
+        let (b1, b2) = (s.splat(h.beta1), s.splat(h.beta2));
+        let (c1, c2) = (s.splat(1.0 - h.beta1), s.splat(1.0 - h.beta2));
+        let step = s.splat(h.lr / h.bias_correction1);
+        let ibc2 = s.splat(1.0 / h.bias_correction2);
+        let eps = s.splat(h.eps);
+        let l2 = s.splat(h.l2);
+        let wd = s.splat(1.0 - h.lr * h.decoupled);
+        let upd = |p: S::V, g: S::V, m: S::V, v: S::V| {
+            let g = s.fma(l2, p, g);
+            let m = s.fma(b1, m, s.mul(c1, g));
+            let v = s.fma(b2, v, s.mul(c2, s.mul(g, g)));
+            let den = s.add(s.sqrt(s.mul(v, ibc2)), eps);
+            let p = s.sub(s.mul(p, wd), s.div(s.mul(step, m), den));
+            (p, m, v)
+        };
+        let mut i = 0;
+        while i + l <= n {
+            let (p, m, v) = upd(
+                s.load(&self.p[i..]),
+                s.load(&self.g[i..]),
+                s.load(&self.m[i..]),
+                s.load(&self.v[i..]),
+            );
+            s.store(&mut self.p[i..], p);
+            s.store(&mut self.m[i..], m);
+            s.store(&mut self.v[i..], v);
+            i += l;
+        }
+        if i < n {
+            let (p, m, v) = upd(
+                s.load_partial(&self.p[i..], 0.0),
+                s.load_partial(&self.g[i..], 0.0),
+                s.load_partial(&self.m[i..], 0.0),
+                s.load_partial(&self.v[i..], 0.0),
+            );
+            s.store_partial(&mut self.p[i..], p);
+            s.store_partial(&mut self.m[i..], m);
+            s.store_partial(&mut self.v[i..], v);
+        }
+    }
+}
+
+/// One Adam/AdamW step over a parameter slice, in place:
+/// `g ← g + λ₂p; m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
+/// p ← p(1 − lr·λ_d) − lr·(m/(1−β₁ᵗ)) / (√(v/(1−β₂ᵗ)) + ε)`.
+pub fn adam_update(h: AdamStep, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    check("adam_update", p.len(), g.len());
+    check("adam_update", p.len(), m.len());
+    check("adam_update", p.len(), v.len());
+    simd::run(AdamK { h, p, g, m, v })
+}
+
+struct SgdK<'a> {
+    lr: f32,
+    momentum: f32,
+    wd: f32,
+    p: &'a mut [f32],
+    g: &'a [f32],
+    buf: &'a mut [f32],
+}
+impl Kernel for SgdK<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let (lr, mu, wd) = (s.splat(self.lr), s.splat(self.momentum), s.splat(self.wd));
+        let n = self.p.len();
+        let l = S::LANES;
+        let upd = |p: S::V, g: S::V, b: S::V| {
+            let g = s.fma(wd, p, g);
+            let b = s.fma(mu, b, g);
+            (s.sub(p, s.mul(lr, b)), b)
+        };
+        let mut i = 0;
+        while i + l <= n {
+            let (p, b) = upd(s.load(&self.p[i..]), s.load(&self.g[i..]), s.load(&self.buf[i..]));
+            s.store(&mut self.p[i..], p);
+            s.store(&mut self.buf[i..], b);
+            i += l;
+        }
+        if i < n {
+            let (p, b) = upd(
+                s.load_partial(&self.p[i..], 0.0),
+                s.load_partial(&self.g[i..], 0.0),
+                s.load_partial(&self.buf[i..], 0.0),
+            );
+            s.store_partial(&mut self.p[i..], p);
+            s.store_partial(&mut self.buf[i..], b);
+        }
+    }
+}
+
+/// One SGD step with momentum `μ` and L2 weight decay `λ`, in place (PyTorch's form):
+/// `g ← g + λp; b ← μb + g; p ← p − lr·b`.
+pub fn sgd_update(lr: f32, momentum: f32, weight_decay: f32, p: &mut [f32], g: &[f32], buf: &mut [f32]) {
+    check("sgd_update", p.len(), g.len());
+    check("sgd_update", p.len(), buf.len());
+    simd::run(SgdK { lr, momentum, wd: weight_decay, p, g, buf })
+}
+
+struct Mul3K<'a> {
+    a: &'a [f32],
+    b: &'a [f32],
+    c: &'a [f32],
+    out: &'a mut [f32],
+}
+impl Kernel for Mul3K<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        map3(s, self.a, self.b, self.c, self.out, |a, b, c| s.fma(a, b, c));
+    }
+}
+
+/// `out = a ⊙ b + c`.
+pub fn fma(a: &[f32], b: &[f32], c: &[f32], out: &mut [f32]) {
+    check("fma", a.len(), out.len());
+    check("fma", b.len(), out.len());
+    check("fma", c.len(), out.len());
+    simd::run(Mul3K { a, b, c, out })
+}

@@ -1,0 +1,411 @@
+//! Single-precision matrix multiply `C = α·op(A)·op(B) + β·C + 1·biasᵀ`.
+//!
+//! Two paths, chosen by shape only (never by thread count):
+//! - **small**: when `op(B)` fits in about 64 KiB, it is copied once into a zero-padded
+//!   row-major buffer and each block of 4 rows of `C` is computed straight from `A`
+//!   (no packing of `A`). Tiny layer shapes such as 256×2×64 are pure call overhead in
+//!   general-purpose GEMMs; this path has almost none.
+//! - **packed**: the BLIS loop nest. `op(B)` is packed in `KC × NC` blocks of `NR`-wide
+//!   panels, `op(A)` in `MC × KC` blocks of `MR`-high panels, and an `MR × NR` register-tile
+//!   micro-kernel (AVX-512: 12×32, AVX2: 6×16, scalar: 4×4) runs over them.
+//!
+//! # Determinism
+//! Every element of `C` is one FMA chain over `k` in `KC` blocks, accumulated into `C`
+//! block by block in increasing `k`. Threads split the rows of `C` (and nothing else), so
+//! the result is bit-identical for any [`Par`].
+
+use crate::isa::Par;
+use crate::simd::{self, Kernel, Simd};
+use rayon::prelude::*;
+
+/// One GEMM call. `op(A)` is `m × k`, `op(B)` is `k × n`; all storage is row-major.
+#[derive(Clone, Copy, Debug)]
+pub struct Gemm<'a> {
+    /// Rows of `C`.
+    pub m: usize,
+    /// Columns of `C`.
+    pub n: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// `A`: `m × k` when `!trans_a`, else stored `k × m` and used transposed.
+    pub a: &'a [f32],
+    /// Use `Aᵀ`.
+    pub trans_a: bool,
+    /// `B`: `k × n` when `!trans_b`, else stored `n × k` and used transposed.
+    pub b: &'a [f32],
+    /// Use `Bᵀ`.
+    pub trans_b: bool,
+    /// Scale of the product.
+    pub alpha: f32,
+    /// Scale of the old `C`; `0` overwrites `C` (old values, even NaN, are ignored).
+    pub beta: f32,
+    /// Optional row vector of length `n` added to every row of `C`.
+    pub bias: Option<&'a [f32]>,
+}
+
+impl<'a> Gemm<'a> {
+    /// `C = A·B` with `A: m × k`, `B: k × n`.
+    pub fn nn(m: usize, k: usize, n: usize, a: &'a [f32], b: &'a [f32]) -> Self {
+        Gemm { m, n, k, a, trans_a: false, b, trans_b: false, alpha: 1.0, beta: 0.0, bias: None }
+    }
+    /// `C = Aᵀ·B` with `A` stored `k × m`, `B: k × n` (weight gradients `Xᵀ·G`).
+    pub fn tn(m: usize, k: usize, n: usize, a: &'a [f32], b: &'a [f32]) -> Self {
+        Gemm { trans_a: true, ..Gemm::nn(m, k, n, a, b) }
+    }
+    /// `C = A·Bᵀ` with `A: m × k`, `B` stored `n × k` (a layer `X·Wᵀ`).
+    pub fn nt(m: usize, k: usize, n: usize, a: &'a [f32], b: &'a [f32]) -> Self {
+        Gemm { trans_b: true, ..Gemm::nn(m, k, n, a, b) }
+    }
+    /// Sets `β = 1`: accumulate into `C`.
+    pub fn accumulate(self) -> Self {
+        Gemm { beta: 1.0, ..self }
+    }
+    /// Adds `bias` to every row.
+    pub fn with_bias(self, bias: &'a [f32]) -> Self {
+        Gemm { bias: Some(bias), ..self }
+    }
+    /// Sets `α` and `β`.
+    pub fn scaled(self, alpha: f32, beta: f32) -> Self {
+        Gemm { alpha, beta, ..self }
+    }
+
+    /// Runs the product into `c` (`m × n`, row-major).
+    ///
+    /// # Panics
+    /// If a slice is shorter than its shape says (a programmer error; `iem-tensor` checks
+    /// shapes and returns typed errors before calling this).
+    pub fn run(&self, c: &mut [f32], par: Par) {
+        gemm(self, c, par)
+    }
+}
+
+/// Runs `g` into `c`; see [`Gemm`].
+pub fn gemm(g: &Gemm<'_>, c: &mut [f32], par: Par) {
+    let (m, n, k) = (g.m, g.n, g.k);
+    assert!(g.a.len() >= m * k, "gemm: A has {} elements, needs {m}×{k}", g.a.len());
+    assert!(g.b.len() >= k * n, "gemm: B has {} elements, needs {k}×{n}", g.b.len());
+    assert!(c.len() >= m * n, "gemm: C has {} elements, needs {m}×{n}", c.len());
+    if let Some(b) = g.bias {
+        assert_eq!(b.len(), n, "gemm: bias has {} elements, C has {n} columns", b.len());
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    let c = &mut c[..m * n];
+    if k == 0 {
+        for row in c.chunks_exact_mut(n) {
+            for (j, x) in row.iter_mut().enumerate() {
+                let old = if g.beta == 0.0 { 0.0 } else { g.beta * *x };
+                *x = old + g.bias.map_or(0.0, |b| b[j]);
+            }
+        }
+        return;
+    }
+    simd::run(GemmKernel { g: *g, c, par })
+}
+
+struct GemmKernel<'a, 'c> {
+    g: Gemm<'a>,
+    c: &'c mut [f32],
+    par: Par,
+}
+
+impl Kernel for GemmKernel<'_, '_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let GemmKernel { g, c, par } = self;
+        let n_pad = g.n.next_multiple_of(S::LANES.max(4));
+        if g.k * n_pad <= SMALL_B_FLOATS {
+            small::<S>(s, &g, c, par);
+        } else if S::LANES == 16 {
+            packed::<S, 12, 2>(s, &g, c, par);
+        } else if S::LANES == 8 {
+            packed::<S, 6, 2>(s, &g, c, par);
+        } else {
+            packed::<S, 4, 4>(s, &g, c, par);
+        }
+    }
+}
+
+/// `op(B)` up to this many floats (after padding) takes the small path.
+const SMALL_B_FLOATS: usize = 16 * 1024;
+const KC: usize = 256;
+const NC: usize = 2048;
+const MC_MAX: usize = 144;
+/// Below this many multiply-adds a call stays on one thread.
+const PAR_MIN_FLOPS: usize = 1 << 20;
+
+/// Element `(i, p)` of `op(A)`: pointer strides (row, k).
+#[inline(always)]
+fn a_strides(g: &Gemm<'_>) -> (usize, usize) {
+    if g.trans_a { (1, g.m) } else { (g.k, 1) }
+}
+
+/// The `MR × NV·LANES` register tile: `acc += Σ_p a(i, p) · b(p, j)`.
+///
+/// # Safety
+/// For `p < kc`, `i < MR`, `a.add(i*a_rs + p*a_ks)` and `b.add(p*b_ks .. p*b_ks + NV*LANES)`
+/// must be readable.
+#[inline(always)]
+unsafe fn micro<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    kc: usize,
+    a: *const f32,
+    a_rs: usize,
+    a_ks: usize,
+    b: *const f32,
+    b_ks: usize,
+) -> [[S::V; NV]; MR] {
+    let mut acc = [[s.zero(); NV]; MR];
+    for p in 0..kc {
+        // SAFETY: in bounds by this function's contract.
+        unsafe {
+            let bp = b.add(p * b_ks);
+            let bv: [S::V; NV] = std::array::from_fn(|v| s.load_ptr(bp.add(v * S::LANES)));
+            let ap = a.add(p * a_ks);
+            for i in 0..MR {
+                let av = s.splat(*ap.add(i * a_rs));
+                for v in 0..NV {
+                    acc[i][v] = s.fma(av, bv[v], acc[i][v]);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Writes a tile into `c` rows `[0, rows)`, columns `[col0, col0 + cols)`.
+/// `first`: this is the first `k` block (apply `β`, bias); otherwise accumulate.
+#[inline(always)]
+fn store_tile<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    acc: &[[S::V; NV]; MR],
+    c: &mut [f32],
+    ldc: usize,
+    rows: usize,
+    col0: usize,
+    cols: usize,
+    g: &Gemm<'_>,
+    first: bool,
+) {
+    let l = S::LANES;
+    let alpha = s.splat(g.alpha);
+    let beta = s.splat(g.beta);
+    for i in 0..rows.min(MR) {
+        let row = &mut c[i * ldc + col0..i * ldc + col0 + cols];
+        for v in 0..NV {
+            let j = v * l;
+            if j >= cols {
+                break;
+            }
+            let w = (cols - j).min(l);
+            let full = w == l;
+            let old = if full { s.load(&row[j..]) } else { s.load_partial(&row[j..j + w], 0.0) };
+            let base = if first {
+                let mut b = if g.beta == 0.0 { s.zero() } else { s.mul(beta, old) };
+                if let Some(bias) = g.bias {
+                    let bb = &bias[col0 + j..col0 + j + w];
+                    b = s.add(b, if full { s.load(bb) } else { s.load_partial(bb, 0.0) });
+                }
+                b
+            } else {
+                old
+            };
+            let out = s.fma(alpha, acc[i][v], base);
+            if full {
+                s.store(&mut row[j..], out);
+            } else {
+                s.store_partial(&mut row[j..j + w], out);
+            }
+        }
+    }
+}
+
+/// Splits the rows of `c` into blocks of `block_rows` (whole rows) and runs `f(first_row,
+/// block)` on each, in parallel when `par` and the work allow. Block boundaries depend only
+/// on `block_rows`, and each row's arithmetic only on its own data.
+fn for_row_blocks(
+    c: &mut [f32],
+    ldc: usize,
+    block_rows: usize,
+    parallel: bool,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    if parallel {
+        c.par_chunks_mut(block_rows * ldc)
+            .enumerate()
+            .for_each(|(bi, blk)| f(bi * block_rows, blk));
+    } else {
+        for (bi, blk) in c.chunks_mut(block_rows * ldc).enumerate() {
+            f(bi * block_rows, blk);
+        }
+    }
+}
+
+fn small<S: Simd>(s: S, g: &Gemm<'_>, c: &mut [f32], par: Par) {
+    const MR: usize = 4;
+    const NV: usize = 4;
+    let l = S::LANES;
+    let nr = NV * l;
+    let (m, n, k) = (g.m, g.n, g.k);
+    let n_pad = n.next_multiple_of(nr);
+    // op(B) as a zero-padded k × n_pad row-major block.
+    let mut bp = vec![0.0f32; k * n_pad];
+    for p in 0..k {
+        let dst = &mut bp[p * n_pad..p * n_pad + n];
+        if g.trans_b {
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = g.b[j * k + p];
+            }
+        } else {
+            dst.copy_from_slice(&g.b[p * n..p * n + n]);
+        }
+    }
+    let (a_rs, a_ks) = a_strides(g);
+    let parallel = par.degree() > 1 && m * n * k >= PAR_MIN_FLOPS;
+    let block_rows = 64;
+    for_row_blocks(c, n, block_rows, parallel, |row0, cblk| {
+        let rows_here = cblk.len() / n;
+        let mut i = 0;
+        let mut a_tail = Vec::new();
+        while i < rows_here {
+            let r = (rows_here - i).min(MR);
+            let gi = row0 + i;
+            // Pointer to A(gi, 0) with strides, or a zero-padded copy of the last rows.
+            let (ap, rs, ks) = if r == MR {
+                (g.a[gi * a_rs..].as_ptr(), a_rs, a_ks)
+            } else {
+                a_tail.clear();
+                a_tail.resize(MR * k, 0.0);
+                for ii in 0..r {
+                    for p in 0..k {
+                        a_tail[ii * k + p] = g.a[(gi + ii) * a_rs + p * a_ks];
+                    }
+                }
+                (a_tail.as_ptr(), k, 1)
+            };
+            let mut j = 0;
+            while j < n {
+                let w = (n - j).min(nr);
+                // SAFETY: A rows gi..gi+MR exist (or the padded copy); B rows are n_pad wide
+                // and j + nr <= n_pad.
+                let acc = unsafe { micro::<S, MR, NV>(s, k, ap, rs, ks, bp[j..].as_ptr(), n_pad) };
+                store_tile::<S, MR, NV>(s, &acc, &mut cblk[i * n..], n, r, j, w, g, true);
+                j += nr;
+            }
+            i += MR;
+        }
+    });
+}
+
+fn packed<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    g: &Gemm<'_>,
+    c: &mut [f32],
+    par: Par,
+) {
+    let l = S::LANES;
+    let nr = NV * l;
+    let (m, n, k) = (g.m, g.n, g.k);
+    let (a_rs, a_ks) = a_strides(g);
+    let threads = par.degree();
+    let parallel = threads > 1 && m * n * k >= PAR_MIN_FLOPS;
+    // Row blocks: at most MC_MAX, and at least `threads` of them when the rows allow.
+    let mc = if parallel {
+        m.div_ceil(threads).next_multiple_of(MR).clamp(MR, MC_MAX)
+    } else {
+        MC_MAX.next_multiple_of(MR)
+    };
+    let nc_max = NC.min(n.next_multiple_of(nr));
+    let mut bpack = vec![0.0f32; KC * nc_max];
+    let mut jc = 0;
+    while jc < n {
+        let nc = (n - jc).min(NC);
+        let panels = nc.div_ceil(nr);
+        let mut pc = 0;
+        while pc < k {
+            let kc = (k - pc).min(KC);
+            pack_b(g, &mut bpack[..panels * kc * nr], jc, nc, pc, kc, nr);
+            let bpack = &bpack[..];
+            let first = pc == 0;
+            for_row_blocks(c, n, mc, parallel, |row0, cblk| {
+                let rows = cblk.len() / n;
+                let apanels = rows.div_ceil(MR);
+                let mut apack = vec![0.0f32; apanels * kc * MR];
+                for ip in 0..apanels {
+                    let dst = &mut apack[ip * kc * MR..(ip + 1) * kc * MR];
+                    let r = (rows - ip * MR).min(MR);
+                    for p in 0..kc {
+                        for ii in 0..r {
+                            dst[p * MR + ii] = g.a[(row0 + ip * MR + ii) * a_rs + (pc + p) * a_ks];
+                        }
+                    }
+                }
+                for jp in 0..panels {
+                    let bpanel = &bpack[jp * kc * nr..(jp + 1) * kc * nr];
+                    let w = (nc - jp * nr).min(nr);
+                    for ip in 0..apanels {
+                        let apanel = &apack[ip * kc * MR..(ip + 1) * kc * MR];
+                        let r = (rows - ip * MR).min(MR);
+                        // SAFETY: both panels hold exactly kc steps of MR / nr values.
+                        let acc = unsafe {
+                            micro::<S, MR, NV>(s, kc, apanel.as_ptr(), 1, MR, bpanel.as_ptr(), nr)
+                        };
+                        store_tile::<S, MR, NV>(
+                            s,
+                            &acc,
+                            &mut cblk[ip * MR * n..],
+                            n,
+                            r,
+                            jc + jp * nr,
+                            w,
+                            g,
+                            first,
+                        );
+                    }
+                }
+            });
+            pc += kc;
+        }
+        jc += nc;
+    }
+}
+
+/// Packs `op(B)[pc..pc+kc, jc..jc+nc]` into `nr`-wide panels, zero-padded.
+fn pack_b(g: &Gemm<'_>, dst: &mut [f32], jc: usize, nc: usize, pc: usize, kc: usize, nr: usize) {
+    let (n, k) = (g.n, g.k);
+    for (jp, panel) in dst.chunks_exact_mut(kc * nr).enumerate() {
+        let j0 = jc + jp * nr;
+        let w = (nc - jp * nr).min(nr);
+        for p in 0..kc {
+            let row = &mut panel[p * nr..(p + 1) * nr];
+            if g.trans_b {
+                for jj in 0..w {
+                    row[jj] = g.b[(j0 + jj) * k + pc + p];
+                }
+            } else {
+                row[..w].copy_from_slice(&g.b[(pc + p) * n + j0..(pc + p) * n + j0 + w]);
+            }
+            row[w..].fill(0.0);
+        }
+    }
+}
+
+/// Scalar f64 reference `C = α·op(A)·op(B) + β·C + bias`, for tests.
+pub fn gemm_reference(g: &Gemm<'_>, c: &mut [f64]) {
+    let (m, n, k) = (g.m, g.n, g.k);
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0.0f64;
+            for p in 0..k {
+                let a = if g.trans_a { g.a[p * m + i] } else { g.a[i * k + p] };
+                let b = if g.trans_b { g.b[j * k + p] } else { g.b[p * n + j] };
+                acc += a as f64 * b as f64;
+            }
+            let old = if g.beta == 0.0 { 0.0 } else { g.beta as f64 * c[i * n + j] };
+            c[i * n + j] =
+                g.alpha as f64 * acc + old + g.bias.map_or(0.0, |b| b[j] as f64);
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! Row-wise kernels over row-major `rows × cols` blocks: reductions and the softmax family
+//! with their backward passes. Every function processes rows independently, in fixed row
+//! blocks, so [`Par`] never changes a result.
+//!
+//! Conventions (documented here once, relied on by `iem-activations`):
+//! - inputs are finite or `-inf`; a row of all `-inf` has `lse = -inf`, and its softmax is
+//!   uniform (`1/cols`, the limit of equal logits) and its log-softmax `-ln cols`;
+//! - `+inf` or NaN inputs give NaN outputs in that row (callers detect them, nothing hides
+//!   them);
+//! - a row of width 0 is allowed and produces nothing.
+
+use crate::isa::Par;
+use crate::math::{map1, map2, row_dot, row_max, row_sum, vexp};
+use crate::simd::{self, Kernel, Simd};
+use rayon::prelude::*;
+
+/// Elements per parallel block (rounded to whole rows).
+const BLOCK_ELEMS: usize = 16 * 1024;
+
+fn rows_of(op: &str, len: usize, cols: usize) -> usize {
+    if cols == 0 {
+        assert_eq!(len, 0, "{op}: cols = 0 but the input has {len} elements");
+        return 0;
+    }
+    assert!(len % cols == 0, "{op}: {len} elements is not a whole number of rows of {cols}");
+    len / cols
+}
+
+fn block_rows(cols: usize) -> usize {
+    (BLOCK_ELEMS / cols.max(1)).max(1)
+}
+
+/// Runs `f(first_row, input_block, output_block)` over fixed row blocks, with the output
+/// having `ocols` values per row.
+fn blocks<F>(par: Par, x: &[f32], cols: usize, out: &mut [f32], ocols: usize, f: F)
+where
+    F: Fn(&[f32], &mut [f32]) + Sync + Send,
+{
+    let br = block_rows(cols);
+    if par.degree() > 1 && x.len() > BLOCK_ELEMS {
+        x.par_chunks(br * cols)
+            .zip(out.par_chunks_mut(br * ocols))
+            .for_each(|(xi, oi)| f(xi, oi));
+    } else {
+        for (xi, oi) in x.chunks(br * cols.max(1)).zip(out.chunks_mut(br * ocols.max(1))) {
+            f(xi, oi);
+        }
+    }
+}
+
+macro_rules! row_kernel {
+    ($name:ident { $($field:ident : $ty:ty),* } |$s:ident, $this:ident| $body:block) => {
+        struct $name<'a> { $($field: $ty,)* _p: std::marker::PhantomData<&'a ()> }
+        impl Kernel for $name<'_> {
+            type Output = ();
+            #[inline(always)]
+            fn run<S: Simd>(self, $s: S) {
+                let $this = self;
+                $body
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------- reductions
+
+row_kernel!(MaxK { x: &'a [f32], cols: usize, out: &'a mut [f32] } |s, k| {
+    for (row, o) in k.x.chunks_exact(k.cols).zip(k.out.iter_mut()) {
+        *o = row_max(s, row);
+    }
+});
+row_kernel!(SumK { x: &'a [f32], cols: usize, out: &'a mut [f32] } |s, k| {
+    for (row, o) in k.x.chunks_exact(k.cols).zip(k.out.iter_mut()) {
+        *o = row_sum(s, row);
+    }
+});
+row_kernel!(LseK { x: &'a [f32], cols: usize, out: &'a mut [f32] } |s, k| {
+    for (row, o) in k.x.chunks_exact(k.cols).zip(k.out.iter_mut()) {
+        *o = lse_row(s, row);
+    }
+});
+
+/// `max` of each row into `out` (`rows` values).
+pub fn max_rows(x: &[f32], cols: usize, out: &mut [f32], par: Par) {
+    let rows = rows_of("max_rows", x.len(), cols);
+    assert_eq!(out.len(), rows, "max_rows: out has {} values for {rows} rows", out.len());
+    if rows == 0 { return; }
+    blocks(par, x, cols, out, 1, |x, out| simd::run(MaxK { x, cols, out, _p: Default::default() }));
+}
+
+/// Sum of each row into `out`.
+pub fn sum_rows(x: &[f32], cols: usize, out: &mut [f32], par: Par) {
+    let rows = rows_of("sum_rows", x.len(), cols);
+    assert_eq!(out.len(), rows, "sum_rows: out has {} values for {rows} rows", out.len());
+    if rows == 0 { return; }
+    blocks(par, x, cols, out, 1, |x, out| simd::run(SumK { x, cols, out, _p: Default::default() }));
+}
+
+/// `log Σ_j exp(x_j)` of each row into `out`, with the max trick; `-inf` for an all-`-inf`
+/// row.
+pub fn lse_rows(x: &[f32], cols: usize, out: &mut [f32], par: Par) {
+    let rows = rows_of("lse_rows", x.len(), cols);
+    assert_eq!(out.len(), rows, "lse_rows: out has {} values for {rows} rows", out.len());
+    if rows == 0 { return; }
+    blocks(par, x, cols, out, 1, |x, out| simd::run(LseK { x, cols, out, _p: Default::default() }));
+}
+
+/// Log-sum-exp of one row.
+#[inline(always)]
+pub(crate) fn lse_row<S: Simd>(s: S, x: &[f32]) -> f32 {
+    let m = row_max(s, x);
+    if m == f32::NEG_INFINITY {
+        return f32::NEG_INFINITY;
+    }
+    m + sum_exp_shifted(s, x, m, 1.0).ln()
+}
+
+/// `Σ exp((x_j − m)·c)`.
+#[inline(always)]
+fn sum_exp_shifted<S: Simd>(s: S, x: &[f32], m: f32, c: f32) -> f32 {
+    let l = S::LANES;
+    let (mv, cv) = (s.splat(m), s.splat(c));
+    let mut acc = s.zero();
+    let mut i = 0;
+    while i + l <= x.len() {
+        acc = s.add(acc, vexp(s, s.mul(s.sub(s.load(&x[i..]), mv), cv)));
+        i += l;
+    }
+    if i < x.len() {
+        acc = s.add(acc, vexp(s, s.mul(s.sub(s.load_partial(&x[i..], f32::NEG_INFINITY), mv), cv)));
+    }
+    s.reduce_sum(acc)
+}
+
+/// Softmax of one row with `c = 1/τ`: `out = exp((x − max)·c) / Σ`.
+#[inline(always)]
+pub(crate) fn softmax_row<S: Simd>(s: S, x: &[f32], c: f32, out: &mut [f32]) {
+    let m = row_max(s, x);
+    if m == f32::NEG_INFINITY {
+        out.fill(1.0 / x.len() as f32);
+        return;
+    }
+    let (mv, cv) = (s.splat(m), s.splat(c));
+    map1(s, x, out, f32::NEG_INFINITY, |v| vexp(s, s.mul(s.sub(v, mv), cv)));
+    let inv = s.splat(1.0 / row_sum(s, out));
+    crate::math::map_inplace(s, out, |v| s.mul(v, inv));
+}
+
+// ---------------------------------------------------------------- softmax family
+
+row_kernel!(SoftmaxK { x: &'a [f32], cols: usize, c: f32, out: &'a mut [f32] } |s, k| {
+    for (row, o) in k.x.chunks_exact(k.cols).zip(k.out.chunks_exact_mut(k.cols)) {
+        softmax_row(s, row, k.c, o);
+    }
+});
+
+/// Row softmax with temperature: `out = softmax(x / τ)`, given `inv_tau = 1/τ > 0`.
+pub fn softmax(x: &[f32], cols: usize, inv_tau: f32, out: &mut [f32], par: Par) {
+    rows_of("softmax", x.len(), cols);
+    assert_eq!(out.len(), x.len(), "softmax: out has {} values, x has {}", out.len(), x.len());
+    if x.is_empty() { return; }
+    blocks(par, x, cols, out, cols, |x, out| {
+        simd::run(SoftmaxK { x, cols, c: inv_tau, out, _p: Default::default() })
+    });
+}
+
+/// Softmax inside each contiguous group of `group` units of every row (`group` divides
+/// `cols`). With `group == cols` this is [`softmax`].
+pub fn grouped_softmax(x: &[f32], cols: usize, group: usize, inv_tau: f32, out: &mut [f32], par: Par) {
+    rows_of("grouped_softmax", x.len(), cols);
+    assert!(group > 0 && cols % group == 0, "grouped_softmax: group {group} does not divide {cols}");
+    softmax(x, group, inv_tau, out, par)
+}
+
+row_kernel!(SoftmaxBwdK { sm: &'a [f32], g: &'a [f32], cols: usize, c: f32, out: &'a mut [f32] } |s, k| {
+    let n = k.cols;
+    for r in 0..k.out.len() / n {
+        let (sr, gr) = (&k.sm[r * n..(r + 1) * n], &k.g[r * n..(r + 1) * n]);
+        let dot = s.splat(row_dot(s, gr, sr));
+        let cv = s.splat(k.c);
+        map2(s, sr, gr, &mut k.out[r * n..(r + 1) * n], |sv, gv| s.mul(s.mul(sv, s.sub(gv, dot)), cv));
+    }
+});
+
+/// Softmax backward: `out = s ⊙ (g − ⟨g, s⟩) / τ`, given the forward output `s`.
+pub fn softmax_backward(s: &[f32], g: &[f32], cols: usize, inv_tau: f32, out: &mut [f32], par: Par) {
+    rows_of("softmax_backward", s.len(), cols);
+    assert!(g.len() == s.len() && out.len() == s.len(), "softmax_backward: lengths s {} g {} out {}", s.len(), g.len(), out.len());
+    if s.is_empty() { return; }
+    let br = block_rows(cols) * cols;
+    let run = |(i, o): (usize, &mut [f32])| {
+        let r = i * br..i * br + o.len();
+        simd::run(SoftmaxBwdK { sm: &s[r.clone()], g: &g[r], cols, c: inv_tau, out: o, _p: Default::default() })
+    };
+    if par.degree() > 1 && s.len() > BLOCK_ELEMS {
+        out.par_chunks_mut(br).enumerate().for_each(run);
+    } else {
+        out.chunks_mut(br).enumerate().for_each(run);
+    }
+}
+
+row_kernel!(LogSoftmaxK { x: &'a [f32], cols: usize, out: &'a mut [f32] } |s, k| {
+    for (row, o) in k.x.chunks_exact(k.cols).zip(k.out.chunks_exact_mut(k.cols)) {
+        let m = row_max(s, row);
+        if m == f32::NEG_INFINITY {
+            o.fill(-(row.len() as f32).ln());
+            continue;
+        }
+        let lse = s.splat(m + sum_exp_shifted(s, row, m, 1.0).ln());
+        map1(s, row, o, 0.0, |v| s.sub(v, lse));
+    }
+});
+
+/// Row log-softmax: `out = x − lse(x)`.
+pub fn log_softmax(x: &[f32], cols: usize, out: &mut [f32], par: Par) {
+    rows_of("log_softmax", x.len(), cols);
+    assert_eq!(out.len(), x.len(), "log_softmax: out has {} values, x has {}", out.len(), x.len());
+    if x.is_empty() { return; }
+    blocks(par, x, cols, out, cols, |x, out| simd::run(LogSoftmaxK { x, cols, out, _p: Default::default() }));
+}
+
+row_kernel!(LogSoftmaxBwdK { y: &'a [f32], g: &'a [f32], cols: usize, out: &'a mut [f32] } |s, k| {
+    let n = k.cols;
+    for r in 0..k.out.len() / n {
+        let (yr, gr) = (&k.y[r * n..(r + 1) * n], &k.g[r * n..(r + 1) * n]);
+        let sg = s.splat(row_sum(s, gr));
+        map2(s, yr, gr, &mut k.out[r * n..(r + 1) * n], |yv, gv| s.sub(gv, s.mul(vexp(s, yv), sg)));
+    }
+});
+
+/// Log-softmax backward: `out = g − softmax · Σ_i g_i`, given the forward output
+/// `y = log-softmax(x)` (the softmax is recomputed as `exp y`).
+pub fn log_softmax_backward(y: &[f32], g: &[f32], cols: usize, out: &mut [f32], par: Par) {
+    rows_of("log_softmax_backward", y.len(), cols);
+    assert!(g.len() == y.len() && out.len() == y.len(), "log_softmax_backward: lengths y {} g {} out {}", y.len(), g.len(), out.len());
+    if y.is_empty() { return; }
+    let br = block_rows(cols) * cols;
+    let run = |(i, o): (usize, &mut [f32])| {
+        let r = i * br..i * br + o.len();
+        simd::run(LogSoftmaxBwdK { y: &y[r.clone()], g: &g[r], cols, out: o, _p: Default::default() })
+    };
+    if par.degree() > 1 && y.len() > BLOCK_ELEMS {
+        out.par_chunks_mut(br).enumerate().for_each(run);
+    } else {
+        out.chunks_mut(br).enumerate().for_each(run);
+    }
+}
+
+row_kernel!(SoluK { x: &'a [f32], cols: usize, a: &'a mut [f32], sm: &'a mut [f32] } |s, k| {
+    let n = k.cols;
+    for r in 0..k.x.len() / n {
+        let row = &k.x[r * n..(r + 1) * n];
+        let sr = &mut k.sm[r * n..(r + 1) * n];
+        softmax_row(s, row, 1.0, sr);
+        map2(s, row, sr, &mut k.a[r * n..(r + 1) * n], |z, p| s.mul(z, p));
+    }
+});
+
+/// SoLU forward: `s = softmax(z)`, `a = z ⊙ s`. Both are written (the backward pass needs
+/// `s`).
+pub fn solu(z: &[f32], cols: usize, a: &mut [f32], s: &mut [f32], par: Par) {
+    rows_of("solu", z.len(), cols);
+    assert!(a.len() == z.len() && s.len() == z.len(), "solu: lengths z {} a {} s {}", z.len(), a.len(), s.len());
+    if z.is_empty() { return; }
+    let br = block_rows(cols) * cols;
+    let run = |(i, (a, sm)): (usize, (&mut [f32], &mut [f32]))| {
+        let r = i * br..i * br + a.len();
+        simd::run(SoluK { x: &z[r], cols, a, sm, _p: Default::default() })
+    };
+    if par.degree() > 1 && z.len() > BLOCK_ELEMS {
+        a.par_chunks_mut(br).zip(s.par_chunks_mut(br)).enumerate().for_each(run);
+    } else {
+        a.chunks_mut(br).zip(s.chunks_mut(br)).enumerate().for_each(run);
+    }
+}
+
+row_kernel!(SoluBwdK { z: &'a [f32], sm: &'a [f32], g: &'a [f32], cols: usize, out: &'a mut [f32] } |s, k| {
+    let n = k.cols;
+    let l = S::LANES;
+    for r in 0..k.out.len() / n {
+        let rg = r * n..(r + 1) * n;
+        let (zr, sr, gr) = (&k.z[rg.clone()], &k.sm[rg.clone()], &k.g[rg.clone()]);
+        // c = ⟨g ⊙ z, s⟩
+        let mut acc = s.zero();
+        let mut i = 0;
+        while i + l <= n {
+            acc = s.fma(s.mul(s.load(&gr[i..]), s.load(&zr[i..])), s.load(&sr[i..]), acc);
+            i += l;
+        }
+        if i < n {
+            let (gv, zv, sv) = (s.load_partial(&gr[i..], 0.0), s.load_partial(&zr[i..], 0.0), s.load_partial(&sr[i..], 0.0));
+            acc = s.fma(s.mul(gv, zv), sv, acc);
+        }
+        let c = s.splat(s.reduce_sum(acc));
+        let one = s.splat(1.0);
+        crate::math::map3(s, zr, sr, gr, &mut k.out[rg], |zv, sv, gv| {
+            // Where s = 0 the gradient is exactly 0; guard so |z| near f32::MAX cannot
+            // make it 0·inf = NaN.
+            let v = s.mul(sv, s.sub(s.mul(gv, s.add(one, zv)), c));
+            s.select_gt(sv, s.zero(), v, s.zero())
+        });
+    }
+});
+
+/// SoLU backward: with `u = g ⊙ z`, `out = g ⊙ s + s ⊙ (u − ⟨u, s⟩)`
+/// `= s ⊙ (g ⊙ (1 + z) − ⟨g ⊙ z, s⟩)`.
+pub fn solu_backward(z: &[f32], s: &[f32], g: &[f32], cols: usize, out: &mut [f32], par: Par) {
+    rows_of("solu_backward", z.len(), cols);
+    assert!(s.len() == z.len() && g.len() == z.len() && out.len() == z.len(), "solu_backward: lengths differ");
+    if z.is_empty() { return; }
+    let br = block_rows(cols) * cols;
+    let run = |(i, o): (usize, &mut [f32])| {
+        let r = i * br..i * br + o.len();
+        simd::run(SoluBwdK { z: &z[r.clone()], sm: &s[r.clone()], g: &g[r], cols, out: o, _p: Default::default() })
+    };
+    if par.degree() > 1 && z.len() > BLOCK_ELEMS {
+        out.par_chunks_mut(br).enumerate().for_each(run);
+    } else {
+        out.chunks_mut(br).enumerate().for_each(run);
+    }
+}

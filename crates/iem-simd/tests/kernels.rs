@@ -1,0 +1,413 @@
+//! Every kernel against the f64 reference on an edge-size grid, property tests, extreme
+//! inputs, and bit-identical results for 1 and 2 threads. Run once per instruction set:
+//! `IEM_SIMD=scalar|avx2|avx512 cargo test -p iem-simd` (`.ci/run` does).
+
+use iem_simd::{elementwise as ew, math, reference as rf, rows, Gemm, Isa, Par};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+fn randv(r: &mut ChaCha8Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| r.random_range(lo..hi)).collect()
+}
+
+fn f64s(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
+/// 0, 1, lanes−1, lanes, lanes+1 for every lane count we compile, odd sizes, large.
+fn sizes() -> Vec<usize> {
+    let mut v = vec![0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 65, 127, 513, 1025];
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn assert_close(op: &str, got: &[f32], want: &[f64], rtol: f64, atol: f64) {
+    assert_eq!(got.len(), want.len(), "{op}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w).abs();
+        assert!(
+            err <= atol + rtol * w.abs(),
+            "{op}: entry {i}: got {g}, want {w} (err {err:e}) under {}",
+            Isa::current()
+        );
+    }
+}
+
+#[test]
+fn forced_isa_is_active() {
+    // Fails when IEM_SIMD forces a path this machine does not have (or an unknown name).
+    match std::env::var("IEM_SIMD") {
+        Ok(v) if !v.trim().is_empty() => {
+            let want = Isa::parse(&v).expect("IEM_SIMD names an instruction set");
+            let got = Isa::try_current().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(got, want);
+        }
+        _ => assert_eq!(Isa::current(), Isa::best()),
+    }
+}
+
+#[test]
+fn isa_parse_rejects_unknown() {
+    assert!(Isa::parse("sse9").is_err());
+    assert_eq!(Isa::parse("AVX2"), Ok(Isa::Avx2));
+    assert!(Isa::available().contains(&Isa::Scalar));
+}
+
+#[test]
+fn exp_error_bound() {
+    let mut x: Vec<f32> = (0..200_001).map(|i| -87.3 + 176.0 * i as f32 / 200_000.0).collect();
+    let mut r = rng(1);
+    x.extend(randv(&mut r, 10_001, -20.0, 20.0));
+    let mut out = vec![0.0; x.len()];
+    ew::exp(&x, &mut out, Par::Seq);
+    let mut worst = 0.0f64;
+    for (&xi, &o) in x.iter().zip(&out) {
+        let w = (xi as f64).exp();
+        worst = worst.max(((o as f64) - w).abs() / w);
+    }
+    assert!(worst < math::EXP_MAX_REL_ERR, "exp max rel err {worst:e} under {}", Isa::current());
+}
+
+#[test]
+fn exp_special_values() {
+    let x = [f32::NEG_INFINITY, -1e4, -88.0, 0.0, 89.0, 1e4, f32::INFINITY, f32::NAN, 88.7];
+    let mut out = [0.0f32; 9];
+    ew::exp(&x, &mut out, Par::Seq);
+    assert_eq!(&out[..4], &[0.0, 0.0, 0.0, 1.0]);
+    assert_eq!(&out[4..7], &[f32::INFINITY; 3]);
+    assert!(out[7].is_nan());
+    assert!(out[8].is_finite() && ((out[8] as f64) / (88.7f32 as f64).exp() - 1.0).abs() < 1e-6);
+}
+
+#[test]
+fn ln_error_bound() {
+    let mut r = rng(2);
+    let mut x: Vec<f32> = (0..100_000).map(|i| 1e-3 + 10.0 * i as f32 / 100_000.0).collect();
+    x.extend((0..20_000).map(|_| 10f32.powf(r.random_range(-44.0f32..38.0))));
+    x.extend([f32::MIN_POSITIVE, 1e-45, 3.0e38, 1.0]);
+    let mut out = vec![0.0; x.len()];
+    ew::ln(&x, &mut out, Par::Seq);
+    let (mut abs, mut rel) = (0.0f64, 0.0f64);
+    for (&xi, &o) in x.iter().zip(&out) {
+        let w = (xi as f64).ln();
+        let e = ((o as f64) - w).abs();
+        abs = abs.max(e.min(e / w.abs().max(1.0)));
+        if w.abs() >= 1e-3 {
+            rel = rel.max(e / w.abs());
+        }
+    }
+    assert!(abs < math::LN_MAX_ABS_ERR, "ln abs err {abs:e}");
+    assert!(rel < math::LN_MAX_REL_ERR, "ln rel err {rel:e}");
+    let sp = [0.0f32, -1.0, f32::INFINITY, f32::NAN];
+    let mut o = [0.0f32; 4];
+    ew::ln(&sp, &mut o, Par::Seq);
+    assert_eq!(o[0], f32::NEG_INFINITY);
+    assert!(o[1].is_nan());
+    assert_eq!(o[2], f32::INFINITY);
+    assert!(o[3].is_nan());
+}
+
+#[test]
+fn softmax_family_against_reference() {
+    let mut r = rng(3);
+    for &cols in &sizes() {
+        for &rows_n in &[1usize, 3] {
+            if cols == 0 {
+                continue;
+            }
+            let x = randv(&mut r, rows_n * cols, -6.0, 6.0);
+            let g = randv(&mut r, rows_n * cols, -1.0, 1.0);
+            let tau = 0.7;
+            let mut s = vec![0.0; x.len()];
+            rows::softmax(&x, cols, 1.0 / tau, &mut s, Par::Seq);
+            let mut ls = vec![0.0; x.len()];
+            rows::log_softmax(&x, cols, &mut ls, Par::Seq);
+            let (mut a, mut s1) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            rows::solu(&x, cols, &mut a, &mut s1, Par::Seq);
+            let mut sb = vec![0.0; x.len()];
+            rows::softmax_backward(&s, &g, cols, 1.0 / tau, &mut sb, Par::Seq);
+            let mut lb = vec![0.0; x.len()];
+            rows::log_softmax_backward(&ls, &g, cols, &mut lb, Par::Seq);
+            let mut ab = vec![0.0; x.len()];
+            rows::solu_backward(&x, &s1, &g, cols, &mut ab, Par::Seq);
+            let mut lse = vec![0.0; rows_n];
+            rows::lse_rows(&x, cols, &mut lse, Par::Seq);
+            let tol = 2e-6 * (cols as f64).sqrt().max(1.0);
+            for i in 0..rows_n {
+                let rg = i * cols..(i + 1) * cols;
+                let (xr, gr) = (f64s(&x[rg.clone()]), f64s(&g[rg.clone()]));
+                let sr = rf::softmax(&xr, tau as f64);
+                assert_close("softmax", &s[rg.clone()], &sr, tol, 1e-7);
+                assert_close("log_softmax", &ls[rg.clone()], &rf::log_softmax(&xr), tol, tol);
+                assert_close("solu", &a[rg.clone()], &rf::solu(&xr), tol, 1e-6);
+                assert_close("softmax_backward", &sb[rg.clone()], &rf::softmax_backward(&sr, &gr, tau as f64), tol, 1e-6);
+                assert_close("log_softmax_backward", &lb[rg.clone()], &rf::log_softmax_backward(&xr, &gr), tol, 1e-6);
+                assert_close("solu_backward", &ab[rg.clone()], &rf::solu_backward(&xr, &gr), tol, 1e-6);
+                assert_close("lse", &lse[i..i + 1], &[rf::lse(&xr)], tol, 1e-6);
+            }
+        }
+    }
+}
+
+#[test]
+fn reductions_against_reference() {
+    let mut r = rng(4);
+    for &cols in &sizes() {
+        if cols == 0 {
+            continue;
+        }
+        let x = randv(&mut r, 3 * cols, -5.0, 5.0);
+        let (mut mx, mut sm) = (vec![0.0; 3], vec![0.0; 3]);
+        rows::max_rows(&x, cols, &mut mx, Par::Seq);
+        rows::sum_rows(&x, cols, &mut sm, Par::Seq);
+        for i in 0..3 {
+            let xr = f64s(&x[i * cols..(i + 1) * cols]);
+            assert_eq!(mx[i] as f64, rf::max(&xr));
+            let want: f64 = xr.iter().sum();
+            assert_close("sum_rows", &sm[i..i + 1], &[want], 1e-6, 1e-5 * cols as f64);
+        }
+        let y = randv(&mut r, cols, -1.0, 1.0);
+        let d = ew::dot(&x[..cols], &y);
+        let want: f64 = x[..cols].iter().zip(&y).map(|(a, b)| *a as f64 * *b as f64).sum();
+        assert!((d as f64 - want).abs() < 1e-5 * cols as f64);
+    }
+}
+
+#[test]
+fn softmax_properties() {
+    let mut r = rng(5);
+    for &cols in &[1usize, 2, 7, 64, 1024] {
+        let x = randv(&mut r, 4 * cols, -30.0, 30.0);
+        let mut s = vec![0.0; x.len()];
+        rows::softmax(&x, cols, 1.0, &mut s, Par::Seq);
+        for row in s.chunks(cols) {
+            let sum: f64 = row.iter().map(|&v| v as f64).sum();
+            assert!((sum - 1.0).abs() < 1e-5, "softmax row sums to {sum}");
+        }
+        // log-softmax == log(softmax) where softmax is not tiny
+        let mut ls = vec![0.0; x.len()];
+        rows::log_softmax(&x, cols, &mut ls, Par::Seq);
+        for (l, p) in ls.iter().zip(&s) {
+            if *p > 1e-30 {
+                assert!((*l - p.ln()).abs() < 1e-4, "log_softmax {l} vs ln softmax {}", p.ln());
+            }
+        }
+        // lse(v + c) = lse(v) + c
+        let c = 3.25f32;
+        let xc: Vec<f32> = x.iter().map(|v| v + c).collect();
+        let (mut l1, mut l2) = (vec![0.0; 4], vec![0.0; 4]);
+        rows::lse_rows(&x, cols, &mut l1, Par::Seq);
+        rows::lse_rows(&xc, cols, &mut l2, Par::Seq);
+        for (a, b) in l1.iter().zip(&l2) {
+            assert!((a + c - b).abs() < 1e-4 * (1.0 + a.abs()));
+        }
+        // grouped softmax with one group == softmax
+        let mut gs = vec![0.0; x.len()];
+        rows::grouped_softmax(&x, cols, cols, 1.0, &mut gs, Par::Seq);
+        assert_eq!(gs, s);
+        // backward of softmax sums to zero per row
+        let g = randv(&mut r, x.len(), -1.0, 1.0);
+        let mut b = vec![0.0; x.len()];
+        rows::softmax_backward(&s, &g, cols, 1.0, &mut b, Par::Seq);
+        for row in b.chunks(cols) {
+            let sum: f64 = row.iter().map(|&v| v as f64).sum();
+            assert!(sum.abs() < 1e-5, "softmax vjp sums to {sum}");
+        }
+    }
+}
+
+#[test]
+fn extreme_inputs_stay_finite() {
+    for &big in &[80.0f32, 1e4, 3e38] {
+        for &cols in &[1usize, 5, 17, 64] {
+            let x: Vec<f32> = (0..cols).map(|i| if i % 2 == 0 { big } else { -big }).collect();
+            let mut s = vec![0.0; cols];
+            rows::softmax(&x, cols, 1.0, &mut s, Par::Seq);
+            let mut ls = vec![0.0; cols];
+            rows::log_softmax(&x, cols, &mut ls, Par::Seq);
+            let (mut a, mut s1) = (vec![0.0; cols], vec![0.0; cols]);
+            rows::solu(&x, cols, &mut a, &mut s1, Par::Seq);
+            let g = vec![1.0f32; cols];
+            let mut b = vec![0.0; cols];
+            rows::solu_backward(&x, &s1, &g, cols, &mut b, Par::Seq);
+            for v in s.iter().chain(&ls).chain(&a).chain(&b) {
+                assert!(!v.is_nan(), "NaN at ±{big}, cols {cols}");
+            }
+            for v in s.iter().chain(&a) {
+                assert!(v.is_finite(), "overflow at ±{big}, cols {cols}");
+            }
+        }
+    }
+    // -inf entries: ignored by softmax; an all -inf row is uniform, lse -inf.
+    let x = [f32::NEG_INFINITY, 0.0, f32::NEG_INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY];
+    let mut s = [0.0f32; 6];
+    rows::softmax(&x, 3, 1.0, &mut s, Par::Seq);
+    assert_eq!(&s[..3], &[0.0, 1.0, 0.0]);
+    assert_eq!(&s[3..], &[1.0 / 3.0; 3]);
+    let mut l = [0.0f32; 2];
+    rows::lse_rows(&x, 3, &mut l, Par::Seq);
+    assert_eq!(l, [0.0, f32::NEG_INFINITY]);
+    let mut ls = [0.0f32; 6];
+    rows::log_softmax(&x, 3, &mut ls, Par::Seq);
+    assert_eq!(ls[1], 0.0);
+    assert_eq!(ls[0], f32::NEG_INFINITY);
+    assert!(ls[3..].iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn elementwise_against_reference() {
+    let mut r = rng(6);
+    for &n in &sizes() {
+        let z = randv(&mut r, n, -3.0, 3.0);
+        let g = randv(&mut r, n, -1.0, 1.0);
+        let mut o = vec![0.0; n];
+        ew::relu(&z, &mut o, Par::Seq);
+        assert!(o.iter().zip(&z).all(|(o, z)| *o == z.max(0.0)));
+        ew::relu_backward(&z, &g, &mut o, Par::Seq);
+        assert!(o.iter().zip(&z).zip(&g).all(|((o, z), g)| *o == if *z > 0.0 { *g } else { 0.0 }));
+        ew::abs(&z, &mut o, Par::Seq);
+        assert!(o.iter().zip(&z).all(|(o, z)| *o == z.abs()));
+        ew::abs_backward(&z, &g, &mut o, Par::Seq);
+        assert!(o.iter().zip(&z).zip(&g).all(|((o, z), g)| *o == g * z.signum()));
+        let mut y = g.clone();
+        ew::axpy(0.5, &z, &mut y, Par::Seq);
+        assert_close("axpy", &y, &z.iter().zip(&g).map(|(a, b)| 0.5 * *a as f64 + *b as f64).collect::<Vec<_>>(), 1e-6, 1e-6);
+        ew::scale(2.0, &mut y, Par::Seq);
+        // Adam against a scalar f64 loop
+        let (mut p, mut m, mut v) = (z.clone(), vec![0.1f32; n], vec![0.2f32; n]);
+        let h = ew::AdamStep { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, bias_correction1: 0.19, bias_correction2: 0.002, l2: 0.01, decoupled: 0.1 };
+        ew::adam_update(h, &mut p, &g, &mut m, &mut v);
+        for i in 0..n {
+            let gi = g[i] as f64 + 0.01 * z[i] as f64;
+            let mi = 0.9 * 0.1 + 0.1 * gi;
+            let vi = 0.999 * 0.2 + 0.001 * gi * gi;
+            let pi = z[i] as f64 * (1.0 - 1e-3) - 1e-2 * (mi / 0.19) / ((vi / 0.002).sqrt() + 1e-8);
+            assert!((p[i] as f64 - pi).abs() < 1e-5, "adam p[{i}] {} vs {pi}", p[i]);
+            assert!((m[i] as f64 - mi).abs() < 1e-6 && (v[i] as f64 - vi).abs() < 1e-6);
+        }
+        let (mut p, mut b) = (z.clone(), vec![0.5f32; n]);
+        ew::sgd_update(0.1, 0.9, 0.01, &mut p, &g, &mut b);
+        for i in 0..n {
+            let gi = g[i] as f64 + 0.01 * z[i] as f64;
+            let bi = 0.9 * 0.5 + gi;
+            assert!((p[i] as f64 - (z[i] as f64 - 0.1 * bi)).abs() < 1e-6);
+        }
+    }
+}
+
+fn check_gemm(m: usize, k: usize, n: usize, ta: bool, tb: bool, beta: f32, bias: bool, seed: u64) {
+    let mut r = rng(seed);
+    let a = randv(&mut r, m * k, -1.0, 1.0);
+    let b = randv(&mut r, k * n, -1.0, 1.0);
+    let bv = randv(&mut r, n, -1.0, 1.0);
+    let c0 = randv(&mut r, m * n, -1.0, 1.0);
+    let mut g = Gemm { m, n, k, a: &a, trans_a: ta, b: &b, trans_b: tb, alpha: 0.75, beta, bias: None };
+    if bias {
+        g.bias = Some(&bv);
+    }
+    let mut c = c0.clone();
+    g.run(&mut c, Par::Seq);
+    let mut want = f64s(&c0);
+    iem_simd::gemm::gemm_reference(&g, &mut want);
+    let tol = 1e-6 * (k as f64).sqrt() * 4.0;
+    assert_close(&format!("gemm {m}x{k}x{n} ta={ta} tb={tb} beta={beta} bias={bias}"), &c, &want, tol, tol);
+    // 2 threads: bit-identical
+    let mut c2 = c0.clone();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    pool.install(|| g.run(&mut c2, Par::Rayon(2)));
+    assert_eq!(c, c2, "gemm {m}x{k}x{n}: 1 vs 2 threads differ");
+}
+
+#[test]
+fn gemm_edge_grid() {
+    let dims = [1usize, 2, 3, 7, 13, 16, 17, 33];
+    let mut seed = 0;
+    for &m in &dims {
+        for &k in &[0usize, 1, 5, 17] {
+            for &n in &dims {
+                for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                    seed += 1;
+                    check_gemm(m, k, n, ta, tb, 0.0, seed % 2 == 0, seed);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_packed_shapes() {
+    // Shapes past the small path: several KC blocks, partial MR/NR tiles, every layout.
+    for (i, &(m, k, n)) in [(37usize, 300usize, 70usize), (129, 520, 97), (256, 784, 64), (5, 1030, 33), (300, 64, 300)]
+        .iter()
+        .enumerate()
+    {
+        for (ta, tb) in [(false, false), (true, false), (false, true)] {
+            check_gemm(m, k, n, ta, tb, 1.0, i % 2 == 0, 100 + i as u64);
+            check_gemm(m, k, n, ta, tb, 0.0, true, 200 + i as u64);
+        }
+    }
+}
+
+#[test]
+fn gemm_beta_zero_ignores_nan() {
+    let a = [1.0f32; 6];
+    let b = [1.0f32; 6];
+    let mut c = [f32::NAN; 4];
+    Gemm::nn(2, 3, 2, &a, &b).run(&mut c, Par::Seq);
+    assert_eq!(c, [3.0; 4]);
+}
+
+#[test]
+fn sq_distances_against_reference() {
+    let mut r = rng(7);
+    for &(n, d, k) in &[(1usize, 1usize, 1usize), (9, 2, 5), (33, 17, 7), (64, 64, 31)] {
+        let x = randv(&mut r, n * d, -2.0, 2.0);
+        let mu = randv(&mut r, k * d, -2.0, 2.0);
+        let mut out = vec![0.0; n * k];
+        iem_simd::distance::sq_distances(&x, &mu, n, d, k, &mut out, Par::Seq);
+        for i in 0..n {
+            for j in 0..k {
+                let w = rf::sq_distance(&f64s(&x[i * d..(i + 1) * d]), &f64s(&mu[j * d..(j + 1) * d]));
+                assert!((out[i * k + j] as f64 - w).abs() < 1e-5 * (1.0 + w), "dist {i},{j}");
+                assert!(out[i * k + j] >= 0.0);
+            }
+        }
+    }
+    // identical point: exactly clamped at zero, never negative
+    let x = [1000.1f32, -999.7];
+    let mut o = [1.0f32];
+    iem_simd::distance::sq_distances(&x, &x, 1, 2, 1, &mut o, Par::Seq);
+    assert!(o[0] >= 0.0);
+}
+
+#[test]
+fn threads_bit_identical() {
+    let mut r = rng(8);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    for &cols in &[7usize, 512, 1024] {
+        let rows_n = 300;
+        let x = randv(&mut r, rows_n * cols, -8.0, 8.0);
+        let g = randv(&mut r, rows_n * cols, -1.0, 1.0);
+        let run = |par: Par| {
+            let mut s = vec![0.0; x.len()];
+            let mut l = vec![0.0; x.len()];
+            let (mut a, mut s1) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            let mut b = vec![0.0; x.len()];
+            let mut e = vec![0.0; x.len()];
+            rows::softmax(&x, cols, 1.0, &mut s, par);
+            rows::log_softmax(&x, cols, &mut l, par);
+            rows::solu(&x, cols, &mut a, &mut s1, par);
+            rows::solu_backward(&x, &s1, &g, cols, &mut b, par);
+            ew::exp(&x, &mut e, par);
+            (s, l, a, b, e)
+        };
+        let one = run(Par::Seq);
+        let two = pool.install(|| run(Par::Rayon(2)));
+        assert!(one == two, "1 vs 2 threads differ at cols {cols}");
+    }
+}
