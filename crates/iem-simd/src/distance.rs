@@ -26,7 +26,13 @@ pub fn sq_norms(x: &[f32], cols: usize, out: &mut [f32]) {
         out.fill(0.0);
         return;
     }
-    assert_eq!(x.len(), out.len() * cols, "sq_norms: {} values for {} rows of {cols}", x.len(), out.len());
+    assert_eq!(
+        x.len(),
+        out.len() * cols,
+        "sq_norms: {} values for {} rows of {cols}",
+        x.len(),
+        out.len()
+    );
     simd::run(NormsK { x, cols, out })
 }
 
@@ -34,7 +40,15 @@ pub fn sq_norms(x: &[f32], cols: usize, out: &mut [f32]) {
 /// `‖x‖² − 2 x·μ + ‖μ‖²` and clamped at 0 (the expansion cancels when `‖x‖ ≫ ‖x − μ‖`;
 /// the clamp removes the negative values this produces; centre the data to keep the
 /// precision).
-pub fn sq_distances(x: &[f32], mu: &[f32], n: usize, d: usize, k: usize, out: &mut [f32], par: Par) {
+pub fn sq_distances(
+    x: &[f32],
+    mu: &[f32],
+    n: usize,
+    d: usize,
+    k: usize,
+    out: &mut [f32],
+    par: Par,
+) {
     assert_eq!(x.len(), n * d, "sq_distances: x has {} values, expected {n}×{d}", x.len());
     assert_eq!(mu.len(), k * d, "sq_distances: mu has {} values, expected {k}×{d}", mu.len());
     assert_eq!(out.len(), n * k, "sq_distances: out has {} values, expected {n}×{k}", out.len());

@@ -3,7 +3,7 @@
 //! a result.
 
 use crate::isa::Par;
-use crate::math::{map1, map2, map3, map_inplace, row_dot, vexp, vln};
+use crate::math::{map_inplace, map1, map2, map3, row_dot, vexp, vln};
 use crate::simd::{self, Kernel, Simd};
 use rayon::prelude::*;
 
@@ -51,9 +51,7 @@ impl Kernel for Map1<'_, Un> {
 
 fn unary(op_name: &str, op: Un, x: &[f32], out: &mut [f32], par: Par) {
     check(op_name, x.len(), out.len());
-    chunks(par, out, |o0, o| {
-        simd::run(Map1 { x: &x[o0..o0 + o.len()], out: o, op })
-    });
+    chunks(par, out, |o0, o| simd::run(Map1 { x: &x[o0..o0 + o.len()], out: o, op }));
 }
 
 /// ReLU: `max(z, 0)`; NaN maps to 0.
@@ -180,10 +178,7 @@ impl Kernel for DotK<'_> {
 /// sequential, as dot products here are small next to the kernels that produce them).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     check("dot", a.len(), b.len());
-    a.chunks(CHUNK)
-        .zip(b.chunks(CHUNK))
-        .map(|(a, b)| simd::run(DotK { a, b }))
-        .sum()
+    a.chunks(CHUNK).zip(b.chunks(CHUNK)).map(|(a, b)| simd::run(DotK { a, b })).sum()
 }
 
 /// Hyper-parameters of one Adam / AdamW step.
@@ -314,7 +309,14 @@ impl Kernel for SgdK<'_> {
 
 /// One SGD step with momentum `μ` and L2 weight decay `λ`, in place (PyTorch's form):
 /// `g ← g + λp; b ← μb + g; p ← p − lr·b`.
-pub fn sgd_update(lr: f32, momentum: f32, weight_decay: f32, p: &mut [f32], g: &[f32], buf: &mut [f32]) {
+pub fn sgd_update(
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+    p: &mut [f32],
+    g: &[f32],
+    buf: &mut [f32],
+) {
     check("sgd_update", p.len(), g.len());
     check("sgd_update", p.len(), buf.len());
     simd::run(SgdK { lr, momentum, wd: weight_decay, p, g, buf })

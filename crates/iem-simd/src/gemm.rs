@@ -14,7 +14,7 @@
 //! block by block in increasing `k`. Threads split the rows of `C` (and nothing else), so
 //! the result is bit-identical for any [`Par`].
 
-use crate::isa::Par;
+use crate::isa::{Isa, Par};
 use crate::simd::{self, Kernel, Simd};
 use rayon::prelude::*;
 
@@ -101,36 +101,31 @@ pub fn gemm(g: &Gemm<'_>, c: &mut [f32], par: Par) {
         }
         return;
     }
-    simd::run(GemmKernel { g: *g, c, par })
-}
-
-struct GemmKernel<'a, 'c> {
-    g: Gemm<'a>,
-    c: &'c mut [f32],
-    par: Par,
-}
-
-impl Kernel for GemmKernel<'_, '_> {
-    type Output = ();
-    #[inline(always)]
-    fn run<S: Simd>(self, s: S) {
-        let GemmKernel { g, c, par } = self;
-        let n_pad = g.n.next_multiple_of(S::LANES.max(4));
-        if g.k * n_pad <= SMALL_B_FLOATS {
-            small::<S>(s, &g, c, par);
-        } else if S::LANES == 16 {
-            packed::<S, 12, 2>(s, &g, c, par);
-        } else if S::LANES == 8 {
-            packed::<S, 6, 2>(s, &g, c, par);
-        } else {
-            packed::<S, 4, 4>(s, &g, c, par);
-        }
+    let isa = Isa::current();
+    let (mr, nv) = tile_shape(isa.lanes());
+    let nr = nv * isa.lanes();
+    if g.k * g.n.next_multiple_of(SMALL_NV * isa.lanes()) <= SMALL_B_FLOATS {
+        small(isa, g, c, par);
+    } else {
+        packed(isa, mr, nr, g, c, par);
     }
 }
 
+/// Register tile `(MR, NV)` for a lane count (NR = NV · lanes).
+fn tile_shape(lanes: usize) -> (usize, usize) {
+    match lanes {
+        16 => (12, 2),
+        8 => (6, 2),
+        _ => (4, 4),
+    }
+}
+
+/// Vectors per row of the small path's 4-row tile.
+const SMALL_NV: usize = 4;
+
 /// `op(B)` up to this many floats (after padding) takes the small path.
 const SMALL_B_FLOATS: usize = 16 * 1024;
-const KC: usize = 256;
+const KC: usize = 512;
 const NC: usize = 2048;
 const MC_MAX: usize = 144;
 /// Below this many multiply-adds a call stays on one thread.
@@ -162,7 +157,10 @@ unsafe fn micro<S: Simd, const MR: usize, const NV: usize>(
         // SAFETY: in bounds by this function's contract.
         unsafe {
             let bp = b.add(p * b_ks);
-            let bv: [S::V; NV] = std::array::from_fn(|v| s.load_ptr(bp.add(v * S::LANES)));
+            let mut bv = [s.zero(); NV];
+            for v in 0..NV {
+                bv[v] = s.load_ptr(bp.add(v * S::LANES));
+            }
             let ap = a.add(p * a_ks);
             for i in 0..MR {
                 let av = s.splat(*ap.add(i * a_rs));
@@ -243,11 +241,8 @@ fn for_row_blocks(
     }
 }
 
-fn small<S: Simd>(s: S, g: &Gemm<'_>, c: &mut [f32], par: Par) {
-    const MR: usize = 4;
-    const NV: usize = 4;
-    let l = S::LANES;
-    let nr = NV * l;
+fn small(isa: Isa, g: &Gemm<'_>, c: &mut [f32], par: Par) {
+    let nr = SMALL_NV * isa.lanes();
     let (m, n, k) = (g.m, g.n, g.k);
     let n_pad = n.next_multiple_of(nr);
     // op(B) as a zero-padded k × n_pad row-major block.
@@ -262,13 +257,34 @@ fn small<S: Simd>(s: S, g: &Gemm<'_>, c: &mut [f32], par: Par) {
             dst.copy_from_slice(&g.b[p * n..p * n + n]);
         }
     }
-    let (a_rs, a_ks) = a_strides(g);
     let parallel = par.degree() > 1 && m * n * k >= PAR_MIN_FLOPS;
-    let block_rows = 64;
-    for_row_blocks(c, n, block_rows, parallel, |row0, cblk| {
-        let rows_here = cblk.len() / n;
-        let mut i = 0;
+    let bp = &bp[..];
+    for_row_blocks(c, n, 64, parallel, |row0, cblk| {
+        simd::run_with(isa, SmallBlock { g, bp, n_pad, row0, c: cblk })
+    });
+}
+
+/// Rows `row0..` of `C` (the block `c`) from unpacked `A` and the padded copy of `op(B)`.
+struct SmallBlock<'a, 'b> {
+    g: &'a Gemm<'a>,
+    bp: &'a [f32],
+    n_pad: usize,
+    row0: usize,
+    c: &'b mut [f32],
+}
+
+impl Kernel for SmallBlock<'_, '_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        const MR: usize = 4;
+        let SmallBlock { g, bp, n_pad, row0, c } = self;
+        let (n, k) = (g.n, g.k);
+        let nr = SMALL_NV * S::LANES;
+        let (a_rs, a_ks) = a_strides(g);
+        let rows_here = c.len() / n;
         let mut a_tail = Vec::new();
+        let mut i = 0;
         while i < rows_here {
             let r = (rows_here - i).min(MR);
             let gi = row0 + i;
@@ -290,32 +306,25 @@ fn small<S: Simd>(s: S, g: &Gemm<'_>, c: &mut [f32], par: Par) {
                 let w = (n - j).min(nr);
                 // SAFETY: A rows gi..gi+MR exist (or the padded copy); B rows are n_pad wide
                 // and j + nr <= n_pad.
-                let acc = unsafe { micro::<S, MR, NV>(s, k, ap, rs, ks, bp[j..].as_ptr(), n_pad) };
-                store_tile::<S, MR, NV>(s, &acc, &mut cblk[i * n..], n, r, j, w, g, true);
+                let acc =
+                    unsafe { micro::<S, MR, SMALL_NV>(s, k, ap, rs, ks, bp[j..].as_ptr(), n_pad) };
+                store_tile::<S, MR, SMALL_NV>(s, &acc, &mut c[i * n..], n, r, j, w, g, true);
                 j += nr;
             }
             i += MR;
         }
-    });
+    }
 }
 
-fn packed<S: Simd, const MR: usize, const NV: usize>(
-    s: S,
-    g: &Gemm<'_>,
-    c: &mut [f32],
-    par: Par,
-) {
-    let l = S::LANES;
-    let nr = NV * l;
+fn packed(isa: Isa, mr: usize, nr: usize, g: &Gemm<'_>, c: &mut [f32], par: Par) {
     let (m, n, k) = (g.m, g.n, g.k);
-    let (a_rs, a_ks) = a_strides(g);
     let threads = par.degree();
     let parallel = threads > 1 && m * n * k >= PAR_MIN_FLOPS;
     // Row blocks: at most MC_MAX, and at least `threads` of them when the rows allow.
     let mc = if parallel {
-        m.div_ceil(threads).next_multiple_of(MR).clamp(MR, MC_MAX)
+        m.div_ceil(threads).next_multiple_of(mr).clamp(mr, MC_MAX.next_multiple_of(mr))
     } else {
-        MC_MAX.next_multiple_of(MR)
+        MC_MAX.next_multiple_of(mr)
     };
     let nc_max = NC.min(n.next_multiple_of(nr));
     let mut bpack = vec![0.0f32; KC * nc_max];
@@ -327,48 +336,93 @@ fn packed<S: Simd, const MR: usize, const NV: usize>(
         while pc < k {
             let kc = (k - pc).min(KC);
             pack_b(g, &mut bpack[..panels * kc * nr], jc, nc, pc, kc, nr);
-            let bpack = &bpack[..];
-            let first = pc == 0;
+            let bpack = &bpack[..panels * kc * nr];
             for_row_blocks(c, n, mc, parallel, |row0, cblk| {
-                let rows = cblk.len() / n;
-                let apanels = rows.div_ceil(MR);
-                let mut apack = vec![0.0f32; apanels * kc * MR];
-                for ip in 0..apanels {
-                    let dst = &mut apack[ip * kc * MR..(ip + 1) * kc * MR];
-                    let r = (rows - ip * MR).min(MR);
-                    for p in 0..kc {
-                        for ii in 0..r {
-                            dst[p * MR + ii] = g.a[(row0 + ip * MR + ii) * a_rs + (pc + p) * a_ks];
-                        }
-                    }
-                }
-                for jp in 0..panels {
-                    let bpanel = &bpack[jp * kc * nr..(jp + 1) * kc * nr];
-                    let w = (nc - jp * nr).min(nr);
-                    for ip in 0..apanels {
-                        let apanel = &apack[ip * kc * MR..(ip + 1) * kc * MR];
-                        let r = (rows - ip * MR).min(MR);
-                        // SAFETY: both panels hold exactly kc steps of MR / nr values.
-                        let acc = unsafe {
-                            micro::<S, MR, NV>(s, kc, apanel.as_ptr(), 1, MR, bpanel.as_ptr(), nr)
-                        };
-                        store_tile::<S, MR, NV>(
-                            s,
-                            &acc,
-                            &mut cblk[ip * MR * n..],
-                            n,
-                            r,
-                            jc + jp * nr,
-                            w,
-                            g,
-                            first,
-                        );
-                    }
-                }
+                simd::run_with(isa, PackedBlock { g, bpack, jc, nc, pc, kc, row0, c: cblk })
             });
             pc += kc;
         }
         jc += nc;
+    }
+}
+
+/// One `MC`-row block of `C` for one `(jc, pc)` step: packs its `A` block, then runs the
+/// micro-kernel over every `(NR panel, MR panel)` pair.
+struct PackedBlock<'a, 'b> {
+    g: &'a Gemm<'a>,
+    bpack: &'a [f32],
+    jc: usize,
+    nc: usize,
+    pc: usize,
+    kc: usize,
+    row0: usize,
+    c: &'b mut [f32],
+}
+
+impl Kernel for PackedBlock<'_, '_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        if S::LANES == 16 {
+            self.go::<S, 12, 2>(s)
+        } else if S::LANES == 8 {
+            self.go::<S, 6, 2>(s)
+        } else {
+            self.go::<S, 4, 4>(s)
+        }
+    }
+}
+
+impl PackedBlock<'_, '_> {
+    #[inline(always)]
+    fn go<S: Simd, const MR: usize, const NV: usize>(self, s: S) {
+        let PackedBlock { g, bpack, jc, nc, pc, kc, row0, c } = self;
+        let n = g.n;
+        let nr = NV * S::LANES;
+        let (a_rs, a_ks) = a_strides(g);
+        let rows = c.len() / n;
+        let apanels = rows.div_ceil(MR);
+        let mut apack = vec![0.0f32; apanels * kc * MR];
+        for ip in 0..apanels {
+            let dst = &mut apack[ip * kc * MR..(ip + 1) * kc * MR];
+            let r = (rows - ip * MR).min(MR);
+            let base = (row0 + ip * MR) * a_rs + pc * a_ks;
+            for p in 0..kc {
+                let d = &mut dst[p * MR..p * MR + r];
+                for (ii, x) in d.iter_mut().enumerate() {
+                    *x = g.a[base + ii * a_rs + p * a_ks];
+                }
+            }
+        }
+        let panels = nc.div_ceil(nr);
+        for jp in 0..panels {
+            let bpanel = &bpack[jp * kc * nr..(jp + 1) * kc * nr];
+            let w = (nc - jp * nr).min(nr);
+            for ip in 0..apanels {
+                let apanel = &apack[ip * kc * MR..(ip + 1) * kc * MR];
+                let r = (rows - ip * MR).min(MR);
+                let c0 = ip * MR * n + jc + jp * nr;
+                for ii in 0..r {
+                    simd::prefetch(c[c0 + ii * n..].as_ptr());
+                    simd::prefetch(c[c0 + ii * n + w - 1..].as_ptr());
+                }
+                // SAFETY: both panels hold exactly kc steps of MR / nr values.
+                let acc = unsafe {
+                    micro::<S, MR, NV>(s, kc, apanel.as_ptr(), 1, MR, bpanel.as_ptr(), nr)
+                };
+                store_tile::<S, MR, NV>(
+                    s,
+                    &acc,
+                    &mut c[ip * MR * n..],
+                    n,
+                    r,
+                    jc + jp * nr,
+                    w,
+                    g,
+                    pc == 0,
+                );
+            }
+        }
     }
 }
 
@@ -404,8 +458,7 @@ pub fn gemm_reference(g: &Gemm<'_>, c: &mut [f64]) {
                 acc += a as f64 * b as f64;
             }
             let old = if g.beta == 0.0 { 0.0 } else { g.beta as f64 * c[i * n + j] };
-            c[i * n + j] =
-                g.alpha as f64 * acc + old + g.bias.map_or(0.0, |b| b[j] as f64);
+            c[i * n + j] = g.alpha as f64 * acc + old + g.bias.map_or(0.0, |b| b[j] as f64);
         }
     }
 }

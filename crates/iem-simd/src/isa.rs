@@ -83,9 +83,7 @@ impl Isa {
         match self {
             Isa::Scalar => true,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => {
-                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-            }
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
                 is_x86_feature_detected!("avx512f")
@@ -123,11 +121,7 @@ impl Isa {
             .get_or_init(|| match std::env::var("IEM_SIMD") {
                 Ok(v) if !v.trim().is_empty() => {
                     let isa = Isa::parse(&v)?;
-                    if isa.is_available() {
-                        Ok(isa)
-                    } else {
-                        Err(IsaError::Unavailable(isa))
-                    }
+                    if isa.is_available() { Ok(isa) } else { Err(IsaError::Unavailable(isa)) }
                 }
                 _ => Ok(Isa::best()),
             })

@@ -142,11 +142,7 @@ pub fn row_dot<S: Simd>(s: S, a: &[f32], b: &[f32]) -> f32 {
         i += l;
     }
     if i < n {
-        a1 = s.fma(
-            s.load_partial(&a[i..n], 0.0),
-            s.load_partial(&b[i..n], 0.0),
-            a1,
-        );
+        a1 = s.fma(s.load_partial(&a[i..n], 0.0), s.load_partial(&b[i..n], 0.0), a1);
     }
     s.reduce_sum(s.add(a0, a1))
 }
@@ -170,13 +166,7 @@ pub fn map1<S: Simd>(s: S, x: &[f32], out: &mut [f32], fill: f32, f: impl Fn(S::
 
 /// As [`map1`] with two inputs.
 #[inline(always)]
-pub fn map2<S: Simd>(
-    s: S,
-    x: &[f32],
-    y: &[f32],
-    out: &mut [f32],
-    f: impl Fn(S::V, S::V) -> S::V,
-) {
+pub fn map2<S: Simd>(s: S, x: &[f32], y: &[f32], out: &mut [f32], f: impl Fn(S::V, S::V) -> S::V) {
     let l = S::LANES;
     let n = x.len();
     assert_eq!(y.len(), n);

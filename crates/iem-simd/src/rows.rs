@@ -22,7 +22,10 @@ fn rows_of(op: &str, len: usize, cols: usize) -> usize {
         assert_eq!(len, 0, "{op}: cols = 0 but the input has {len} elements");
         return 0;
     }
-    assert!(len % cols == 0, "{op}: {len} elements is not a whole number of rows of {cols}");
+    assert!(
+        len.is_multiple_of(cols),
+        "{op}: {len} elements is not a whole number of rows of {cols}"
+    );
     len / cols
 }
 
@@ -38,9 +41,7 @@ where
 {
     let br = block_rows(cols);
     if par.degree() > 1 && x.len() > BLOCK_ELEMS {
-        x.par_chunks(br * cols)
-            .zip(out.par_chunks_mut(br * ocols))
-            .for_each(|(xi, oi)| f(xi, oi));
+        x.par_chunks(br * cols).zip(out.par_chunks_mut(br * ocols)).for_each(|(xi, oi)| f(xi, oi));
     } else {
         for (xi, oi) in x.chunks(br * cols.max(1)).zip(out.chunks_mut(br * ocols.max(1))) {
             f(xi, oi);
@@ -84,7 +85,9 @@ row_kernel!(LseK { x: &'a [f32], cols: usize, out: &'a mut [f32] } |s, k| {
 pub fn max_rows(x: &[f32], cols: usize, out: &mut [f32], par: Par) {
     let rows = rows_of("max_rows", x.len(), cols);
     assert_eq!(out.len(), rows, "max_rows: out has {} values for {rows} rows", out.len());
-    if rows == 0 { return; }
+    if rows == 0 {
+        return;
+    }
     blocks(par, x, cols, out, 1, |x, out| simd::run(MaxK { x, cols, out, _p: Default::default() }));
 }
 
@@ -92,7 +95,9 @@ pub fn max_rows(x: &[f32], cols: usize, out: &mut [f32], par: Par) {
 pub fn sum_rows(x: &[f32], cols: usize, out: &mut [f32], par: Par) {
     let rows = rows_of("sum_rows", x.len(), cols);
     assert_eq!(out.len(), rows, "sum_rows: out has {} values for {rows} rows", out.len());
-    if rows == 0 { return; }
+    if rows == 0 {
+        return;
+    }
     blocks(par, x, cols, out, 1, |x, out| simd::run(SumK { x, cols, out, _p: Default::default() }));
 }
 
@@ -101,7 +106,9 @@ pub fn sum_rows(x: &[f32], cols: usize, out: &mut [f32], par: Par) {
 pub fn lse_rows(x: &[f32], cols: usize, out: &mut [f32], par: Par) {
     let rows = rows_of("lse_rows", x.len(), cols);
     assert_eq!(out.len(), rows, "lse_rows: out has {} values for {rows} rows", out.len());
-    if rows == 0 { return; }
+    if rows == 0 {
+        return;
+    }
     blocks(par, x, cols, out, 1, |x, out| simd::run(LseK { x, cols, out, _p: Default::default() }));
 }
 
@@ -158,7 +165,9 @@ row_kernel!(SoftmaxK { x: &'a [f32], cols: usize, c: f32, out: &'a mut [f32] } |
 pub fn softmax(x: &[f32], cols: usize, inv_tau: f32, out: &mut [f32], par: Par) {
     rows_of("softmax", x.len(), cols);
     assert_eq!(out.len(), x.len(), "softmax: out has {} values, x has {}", out.len(), x.len());
-    if x.is_empty() { return; }
+    if x.is_empty() {
+        return;
+    }
     blocks(par, x, cols, out, cols, |x, out| {
         simd::run(SoftmaxK { x, cols, c: inv_tau, out, _p: Default::default() })
     });
@@ -166,9 +175,19 @@ pub fn softmax(x: &[f32], cols: usize, inv_tau: f32, out: &mut [f32], par: Par) 
 
 /// Softmax inside each contiguous group of `group` units of every row (`group` divides
 /// `cols`). With `group == cols` this is [`softmax`].
-pub fn grouped_softmax(x: &[f32], cols: usize, group: usize, inv_tau: f32, out: &mut [f32], par: Par) {
+pub fn grouped_softmax(
+    x: &[f32],
+    cols: usize,
+    group: usize,
+    inv_tau: f32,
+    out: &mut [f32],
+    par: Par,
+) {
     rows_of("grouped_softmax", x.len(), cols);
-    assert!(group > 0 && cols % group == 0, "grouped_softmax: group {group} does not divide {cols}");
+    assert!(
+        group > 0 && cols.is_multiple_of(group),
+        "grouped_softmax: group {group} does not divide {cols}"
+    );
     softmax(x, group, inv_tau, out, par)
 }
 
@@ -183,14 +202,36 @@ row_kernel!(SoftmaxBwdK { sm: &'a [f32], g: &'a [f32], cols: usize, c: f32, out:
 });
 
 /// Softmax backward: `out = s ⊙ (g − ⟨g, s⟩) / τ`, given the forward output `s`.
-pub fn softmax_backward(s: &[f32], g: &[f32], cols: usize, inv_tau: f32, out: &mut [f32], par: Par) {
+pub fn softmax_backward(
+    s: &[f32],
+    g: &[f32],
+    cols: usize,
+    inv_tau: f32,
+    out: &mut [f32],
+    par: Par,
+) {
     rows_of("softmax_backward", s.len(), cols);
-    assert!(g.len() == s.len() && out.len() == s.len(), "softmax_backward: lengths s {} g {} out {}", s.len(), g.len(), out.len());
-    if s.is_empty() { return; }
+    assert!(
+        g.len() == s.len() && out.len() == s.len(),
+        "softmax_backward: lengths s {} g {} out {}",
+        s.len(),
+        g.len(),
+        out.len()
+    );
+    if s.is_empty() {
+        return;
+    }
     let br = block_rows(cols) * cols;
     let run = |(i, o): (usize, &mut [f32])| {
         let r = i * br..i * br + o.len();
-        simd::run(SoftmaxBwdK { sm: &s[r.clone()], g: &g[r], cols, c: inv_tau, out: o, _p: Default::default() })
+        simd::run(SoftmaxBwdK {
+            sm: &s[r.clone()],
+            g: &g[r],
+            cols,
+            c: inv_tau,
+            out: o,
+            _p: Default::default(),
+        })
     };
     if par.degree() > 1 && s.len() > BLOCK_ELEMS {
         out.par_chunks_mut(br).enumerate().for_each(run);
@@ -215,8 +256,12 @@ row_kernel!(LogSoftmaxK { x: &'a [f32], cols: usize, out: &'a mut [f32] } |s, k|
 pub fn log_softmax(x: &[f32], cols: usize, out: &mut [f32], par: Par) {
     rows_of("log_softmax", x.len(), cols);
     assert_eq!(out.len(), x.len(), "log_softmax: out has {} values, x has {}", out.len(), x.len());
-    if x.is_empty() { return; }
-    blocks(par, x, cols, out, cols, |x, out| simd::run(LogSoftmaxK { x, cols, out, _p: Default::default() }));
+    if x.is_empty() {
+        return;
+    }
+    blocks(par, x, cols, out, cols, |x, out| {
+        simd::run(LogSoftmaxK { x, cols, out, _p: Default::default() })
+    });
 }
 
 row_kernel!(LogSoftmaxBwdK { y: &'a [f32], g: &'a [f32], cols: usize, out: &'a mut [f32] } |s, k| {
@@ -232,12 +277,26 @@ row_kernel!(LogSoftmaxBwdK { y: &'a [f32], g: &'a [f32], cols: usize, out: &'a m
 /// `y = log-softmax(x)` (the softmax is recomputed as `exp y`).
 pub fn log_softmax_backward(y: &[f32], g: &[f32], cols: usize, out: &mut [f32], par: Par) {
     rows_of("log_softmax_backward", y.len(), cols);
-    assert!(g.len() == y.len() && out.len() == y.len(), "log_softmax_backward: lengths y {} g {} out {}", y.len(), g.len(), out.len());
-    if y.is_empty() { return; }
+    assert!(
+        g.len() == y.len() && out.len() == y.len(),
+        "log_softmax_backward: lengths y {} g {} out {}",
+        y.len(),
+        g.len(),
+        out.len()
+    );
+    if y.is_empty() {
+        return;
+    }
     let br = block_rows(cols) * cols;
     let run = |(i, o): (usize, &mut [f32])| {
         let r = i * br..i * br + o.len();
-        simd::run(LogSoftmaxBwdK { y: &y[r.clone()], g: &g[r], cols, out: o, _p: Default::default() })
+        simd::run(LogSoftmaxBwdK {
+            y: &y[r.clone()],
+            g: &g[r],
+            cols,
+            out: o,
+            _p: Default::default(),
+        })
     };
     if par.degree() > 1 && y.len() > BLOCK_ELEMS {
         out.par_chunks_mut(br).enumerate().for_each(run);
@@ -260,8 +319,16 @@ row_kernel!(SoluK { x: &'a [f32], cols: usize, a: &'a mut [f32], sm: &'a mut [f3
 /// `s`).
 pub fn solu(z: &[f32], cols: usize, a: &mut [f32], s: &mut [f32], par: Par) {
     rows_of("solu", z.len(), cols);
-    assert!(a.len() == z.len() && s.len() == z.len(), "solu: lengths z {} a {} s {}", z.len(), a.len(), s.len());
-    if z.is_empty() { return; }
+    assert!(
+        a.len() == z.len() && s.len() == z.len(),
+        "solu: lengths z {} a {} s {}",
+        z.len(),
+        a.len(),
+        s.len()
+    );
+    if z.is_empty() {
+        return;
+    }
     let br = block_rows(cols) * cols;
     let run = |(i, (a, sm)): (usize, (&mut [f32], &mut [f32]))| {
         let r = i * br..i * br + a.len();
@@ -306,12 +373,24 @@ row_kernel!(SoluBwdK { z: &'a [f32], sm: &'a [f32], g: &'a [f32], cols: usize, o
 /// `= s ⊙ (g ⊙ (1 + z) − ⟨g ⊙ z, s⟩)`.
 pub fn solu_backward(z: &[f32], s: &[f32], g: &[f32], cols: usize, out: &mut [f32], par: Par) {
     rows_of("solu_backward", z.len(), cols);
-    assert!(s.len() == z.len() && g.len() == z.len() && out.len() == z.len(), "solu_backward: lengths differ");
-    if z.is_empty() { return; }
+    assert!(
+        s.len() == z.len() && g.len() == z.len() && out.len() == z.len(),
+        "solu_backward: lengths differ"
+    );
+    if z.is_empty() {
+        return;
+    }
     let br = block_rows(cols) * cols;
     let run = |(i, o): (usize, &mut [f32])| {
         let r = i * br..i * br + o.len();
-        simd::run(SoluBwdK { z: &z[r.clone()], sm: &s[r.clone()], g: &g[r], cols, out: o, _p: Default::default() })
+        simd::run(SoluBwdK {
+            z: &z[r.clone()],
+            sm: &s[r.clone()],
+            g: &g[r],
+            cols,
+            out: o,
+            _p: Default::default(),
+        })
     };
     if par.degree() > 1 && z.len() > BLOCK_ELEMS {
         out.par_chunks_mut(br).enumerate().for_each(run);

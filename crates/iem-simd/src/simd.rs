@@ -108,6 +108,20 @@ pub fn run_with<K: Kernel>(isa: Isa, k: K) -> K::Output {
     }
 }
 
+/// Hints the CPU to fetch the cache line holding `p` into L1 (a no-op off x86-64).
+/// Never faults, whatever `p` is.
+#[inline(always)]
+pub fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint that never faults, even on invalid addresses; SSE is part of
+    // the x86-64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Runs `k` with [`Isa::current`].
 #[inline]
 pub fn run<K: Kernel>(k: K) -> K::Output {
@@ -418,9 +432,7 @@ mod x86 {
         }
         #[inline(always)]
         fn round(self, a: __m512) -> __m512 {
-            unsafe {
-                _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a)
-            }
+            unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
         }
         #[inline(always)]
         fn pow2i(self, n: __m512) -> __m512 {
@@ -461,4 +473,36 @@ mod x86 {
             }
         }
     }
+}
+
+/// Measures this machine's single-thread f32 FMA throughput with the current [`Isa`]:
+/// 24 independent FMA chains, `iters` steps each. Returns GFLOP/s (2 flops per lane per FMA).
+/// Used by benchmarks to express results as a fraction of peak.
+pub fn fma_peak_gflops(iters: usize) -> f64 {
+    struct Peak(usize);
+    impl Kernel for Peak {
+        type Output = f64;
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) -> f64 {
+            let mut acc = [s.zero(); 24];
+            let a = s.splat(std::hint::black_box(0.999_999));
+            let b = s.splat(std::hint::black_box(1e-7));
+            let t = std::time::Instant::now();
+            for _ in 0..self.0 {
+                for v in acc.iter_mut() {
+                    *v = s.fma(*v, a, b);
+                }
+            }
+            let secs = t.elapsed().as_secs_f64();
+            let mut out = [0.0f32; 16];
+            let mut tot = s.zero();
+            for v in acc {
+                tot = s.add(tot, v);
+            }
+            s.store(&mut out, tot);
+            std::hint::black_box(out);
+            (self.0 * 24 * S::LANES * 2) as f64 / secs / 1e9
+        }
+    }
+    run(Peak(iters))
 }

@@ -2,7 +2,7 @@
 //! inputs, and bit-identical results for 1 and 2 threads. Run once per instruction set:
 //! `IEM_SIMD=scalar|avx2|avx512 cargo test -p iem-simd` (`.ci/run` does).
 
-use iem_simd::{elementwise as ew, math, reference as rf, rows, Gemm, Isa, Par};
+use iem_simd::{Gemm, Isa, Par, elementwise as ew, math, reference as rf, rows};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -145,9 +145,27 @@ fn softmax_family_against_reference() {
                 assert_close("softmax", &s[rg.clone()], &sr, tol, 1e-7);
                 assert_close("log_softmax", &ls[rg.clone()], &rf::log_softmax(&xr), tol, tol);
                 assert_close("solu", &a[rg.clone()], &rf::solu(&xr), tol, 1e-6);
-                assert_close("softmax_backward", &sb[rg.clone()], &rf::softmax_backward(&sr, &gr, tau as f64), tol, 1e-6);
-                assert_close("log_softmax_backward", &lb[rg.clone()], &rf::log_softmax_backward(&xr, &gr), tol, 1e-6);
-                assert_close("solu_backward", &ab[rg.clone()], &rf::solu_backward(&xr, &gr), tol, 1e-6);
+                assert_close(
+                    "softmax_backward",
+                    &sb[rg.clone()],
+                    &rf::softmax_backward(&sr, &gr, tau as f64),
+                    tol,
+                    1e-6,
+                );
+                assert_close(
+                    "log_softmax_backward",
+                    &lb[rg.clone()],
+                    &rf::log_softmax_backward(&xr, &gr),
+                    tol,
+                    1e-6,
+                );
+                assert_close(
+                    "solu_backward",
+                    &ab[rg.clone()],
+                    &rf::solu_backward(&xr, &gr),
+                    tol,
+                    1e-6,
+                );
                 assert_close("lse", &lse[i..i + 1], &[rf::lse(&xr)], tol, 1e-6);
             }
         }
@@ -244,7 +262,14 @@ fn extreme_inputs_stay_finite() {
         }
     }
     // -inf entries: ignored by softmax; an all -inf row is uniform, lse -inf.
-    let x = [f32::NEG_INFINITY, 0.0, f32::NEG_INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY];
+    let x = [
+        f32::NEG_INFINITY,
+        0.0,
+        f32::NEG_INFINITY,
+        f32::NEG_INFINITY,
+        f32::NEG_INFINITY,
+        f32::NEG_INFINITY,
+    ];
     let mut s = [0.0f32; 6];
     rows::softmax(&x, 3, 1.0, &mut s, Par::Seq);
     assert_eq!(&s[..3], &[0.0, 1.0, 0.0]);
@@ -276,11 +301,26 @@ fn elementwise_against_reference() {
         assert!(o.iter().zip(&z).zip(&g).all(|((o, z), g)| *o == g * z.signum()));
         let mut y = g.clone();
         ew::axpy(0.5, &z, &mut y, Par::Seq);
-        assert_close("axpy", &y, &z.iter().zip(&g).map(|(a, b)| 0.5 * *a as f64 + *b as f64).collect::<Vec<_>>(), 1e-6, 1e-6);
+        assert_close(
+            "axpy",
+            &y,
+            &z.iter().zip(&g).map(|(a, b)| 0.5 * *a as f64 + *b as f64).collect::<Vec<_>>(),
+            1e-6,
+            1e-6,
+        );
         ew::scale(2.0, &mut y, Par::Seq);
         // Adam against a scalar f64 loop
         let (mut p, mut m, mut v) = (z.clone(), vec![0.1f32; n], vec![0.2f32; n]);
-        let h = ew::AdamStep { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, bias_correction1: 0.19, bias_correction2: 0.002, l2: 0.01, decoupled: 0.1 };
+        let h = ew::AdamStep {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            bias_correction1: 0.19,
+            bias_correction2: 0.002,
+            l2: 0.01,
+            decoupled: 0.1,
+        };
         ew::adam_update(h, &mut p, &g, &mut m, &mut v);
         for i in 0..n {
             let gi = g[i] as f64 + 0.01 * z[i] as f64;
@@ -306,7 +346,8 @@ fn check_gemm(m: usize, k: usize, n: usize, ta: bool, tb: bool, beta: f32, bias:
     let b = randv(&mut r, k * n, -1.0, 1.0);
     let bv = randv(&mut r, n, -1.0, 1.0);
     let c0 = randv(&mut r, m * n, -1.0, 1.0);
-    let mut g = Gemm { m, n, k, a: &a, trans_a: ta, b: &b, trans_b: tb, alpha: 0.75, beta, bias: None };
+    let mut g =
+        Gemm { m, n, k, a: &a, trans_a: ta, b: &b, trans_b: tb, alpha: 0.75, beta, bias: None };
     if bias {
         g.bias = Some(&bv);
     }
@@ -315,7 +356,13 @@ fn check_gemm(m: usize, k: usize, n: usize, ta: bool, tb: bool, beta: f32, bias:
     let mut want = f64s(&c0);
     iem_simd::gemm::gemm_reference(&g, &mut want);
     let tol = 1e-6 * (k as f64).sqrt() * 4.0;
-    assert_close(&format!("gemm {m}x{k}x{n} ta={ta} tb={tb} beta={beta} bias={bias}"), &c, &want, tol, tol);
+    assert_close(
+        &format!("gemm {m}x{k}x{n} ta={ta} tb={tb} beta={beta} bias={bias}"),
+        &c,
+        &want,
+        tol,
+        tol,
+    );
     // 2 threads: bit-identical
     let mut c2 = c0.clone();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
@@ -342,9 +389,15 @@ fn gemm_edge_grid() {
 #[test]
 fn gemm_packed_shapes() {
     // Shapes past the small path: several KC blocks, partial MR/NR tiles, every layout.
-    for (i, &(m, k, n)) in [(37usize, 300usize, 70usize), (129, 520, 97), (256, 784, 64), (5, 1030, 33), (300, 64, 300)]
-        .iter()
-        .enumerate()
+    for (i, &(m, k, n)) in [
+        (37usize, 300usize, 70usize),
+        (129, 520, 97),
+        (256, 784, 64),
+        (5, 1030, 33),
+        (300, 64, 300),
+    ]
+    .iter()
+    .enumerate()
     {
         for (ta, tb) in [(false, false), (true, false), (false, true)] {
             check_gemm(m, k, n, ta, tb, 1.0, i % 2 == 0, 100 + i as u64);
@@ -372,7 +425,8 @@ fn sq_distances_against_reference() {
         iem_simd::distance::sq_distances(&x, &mu, n, d, k, &mut out, Par::Seq);
         for i in 0..n {
             for j in 0..k {
-                let w = rf::sq_distance(&f64s(&x[i * d..(i + 1) * d]), &f64s(&mu[j * d..(j + 1) * d]));
+                let w =
+                    rf::sq_distance(&f64s(&x[i * d..(i + 1) * d]), &f64s(&mu[j * d..(j + 1) * d]));
                 assert!((out[i * k + j] as f64 - w).abs() < 1e-5 * (1.0 + w), "dist {i},{j}");
                 assert!(out[i * k + j] >= 0.0);
             }
