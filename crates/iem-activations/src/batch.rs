@@ -1,0 +1,343 @@
+//! The batched `f32` API: forward, vector-Jacobian product (backward), Jacobian-vector
+//! product, per-sample Jacobians for inspection, and the `f64` reference path.
+
+use crate::kind::{Activation, ConfigError, Temperature};
+use crate::row;
+use iem_simd::{Par, elementwise as ew, rows};
+use iem_tensor::{Matrix, TensorError};
+use rayon::prelude::*;
+use std::fmt;
+
+/// Errors from the batched API: a bad configuration or shapes that do not fit.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ActivationError {
+    /// The activation cannot be used at this width.
+    Config(ConfigError),
+    /// Operands' shapes do not fit.
+    Shape(TensorError),
+    /// The parameter slice has the wrong length.
+    Params {
+        /// Activation name.
+        activation: String,
+        /// Expected count.
+        expected: usize,
+        /// Given count.
+        got: usize,
+    },
+}
+
+impl fmt::Display for ActivationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ActivationError::Config(e) => e.fmt(f),
+            ActivationError::Shape(e) => e.fmt(f),
+            ActivationError::Params { activation, expected, got } => {
+                write!(f, "activation {activation}: expected {expected} parameters, got {got}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ActivationError {}
+
+impl From<ConfigError> for ActivationError {
+    fn from(e: ConfigError) -> Self {
+        ActivationError::Config(e)
+    }
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, ActivationError>;
+
+/// What the forward pass keeps for the backward pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Forward {
+    /// The activation's output (`rows × output_width`).
+    pub out: Matrix,
+    /// SoLU / grouped SoLU: the softmax `s` (the backward pass needs it); otherwise empty.
+    pub aux: Matrix,
+}
+
+/// Gradients from a vector-Jacobian product.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grads {
+    /// `∂L/∂z`, the same shape as the input.
+    pub dz: Matrix,
+    /// `∂L/∂p` for the activation's own parameters, summed over the batch.
+    pub dparams: Vec<f32>,
+}
+
+const BLOCK_ROWS: usize = 64;
+
+impl Activation {
+    fn check_params(&self, k: usize, p_len: usize) -> Result<()> {
+        self.validate(k)?;
+        let expected = self.num_params(k);
+        if p_len != expected {
+            return Err(ActivationError::Params { activation: self.name(), expected, got: p_len });
+        }
+        Ok(())
+    }
+
+    fn same_shape(op: &'static str, a: &Matrix, b: &Matrix) -> Result<()> {
+        if a.shape() != b.shape() {
+            return Err(ActivationError::Shape(TensorError::Shape {
+                op,
+                left: a.shape(),
+                right: b.shape(),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Forward pass over a batch `z` (`rows × K`).
+    ///
+    /// ```
+    /// use iem_activations::Activation;
+    /// use iem_tensor::{Matrix, Par};
+    /// let z = Matrix::from_vec(1, 3, vec![1.0, 2.0, 3.0]).unwrap();
+    /// let f = Activation::Solu.forward(&[], &z, Par::Seq).unwrap();
+    /// assert!((f.out.get(0, 2) - 3.0 * 0.665_240_9).abs() < 1e-5);
+    /// ```
+    pub fn forward(&self, params: &[f32], z: &Matrix, par: Par) -> Result<Forward> {
+        let (n, k) = z.shape();
+        self.check_params(k, params.len())?;
+        let kout = self.output_width(k);
+        let mut out = Matrix::zeros(n, kout);
+        let mut aux = Matrix::zeros(0, 0);
+        let (zs, os) = (z.as_slice(), out.as_mut_slice());
+        match self {
+            Activation::Relu => ew::relu(zs, os, par),
+            Activation::Abs => ew::abs(zs, os, par),
+            Activation::Softmax { temperature } => {
+                rows::softmax(zs, k, 1.0 / self.tau(params, temperature), os, par)
+            }
+            Activation::LogSoftmax => rows::log_softmax(zs, k, os, par),
+            Activation::Nls => {
+                let neg: Vec<f32> = zs.iter().map(|v| -v).collect();
+                rows::log_softmax(&neg, k, os, par);
+                os.iter_mut().for_each(|v| *v = -*v);
+            }
+            Activation::Solu | Activation::GroupedSolu { .. } => {
+                let g = if let Activation::GroupedSolu { group } = self { *group } else { k };
+                aux = Matrix::zeros(n, k);
+                rows::solu(zs, g, os, aux.as_mut_slice(), par);
+            }
+            Activation::GroupedSoftmax { group, tau } => {
+                rows::grouped_softmax(zs, k, *group, 1.0 / tau, os, par)
+            }
+            _ => {
+                let run = |z: &[f32], o: &mut [f32]| {
+                    for (zr, or) in z.chunks_exact(k).zip(o.chunks_exact_mut(kout)) {
+                        row::forward(self, params, zr, or);
+                    }
+                };
+                if par.degree() > 1 {
+                    zs.par_chunks(BLOCK_ROWS * k)
+                        .zip(os.par_chunks_mut(BLOCK_ROWS * kout))
+                        .for_each(|(z, o)| run(z, o));
+                } else {
+                    run(zs, os);
+                }
+            }
+        }
+        Ok(Forward { out, aux })
+    }
+
+    fn tau(&self, params: &[f32], t: &Temperature) -> f32 {
+        match t {
+            Temperature::Fixed(t) => *t,
+            Temperature::Learned(_) => params[0].exp(),
+        }
+    }
+
+    /// Backward pass: `dz = Jᵀ g` per row, and the parameter gradients summed over rows.
+    /// `fwd` is what [`Activation::forward`] returned for the same `z` and `params`.
+    /// Never builds a `K × K` matrix.
+    pub fn vjp(
+        &self,
+        params: &[f32],
+        z: &Matrix,
+        fwd: &Forward,
+        g: &Matrix,
+        par: Par,
+    ) -> Result<Grads> {
+        let (n, k) = z.shape();
+        self.check_params(k, params.len())?;
+        Self::same_shape("vjp (g vs forward output)", g, &fwd.out)?;
+        if fwd.out.rows() != n {
+            return Err(ActivationError::Shape(TensorError::Shape {
+                op: "vjp (z vs forward)",
+                left: z.shape(),
+                right: fwd.out.shape(),
+            }));
+        }
+        let kout = self.output_width(k);
+        let mut dz = Matrix::zeros(n, k);
+        let mut dparams = vec![0.0f32; params.len()];
+        let (zs, os, gs) = (z.as_slice(), fwd.out.as_slice(), g.as_slice());
+        let ds = dz.as_mut_slice();
+        match self {
+            Activation::Relu => ew::relu_backward(zs, gs, ds, par),
+            Activation::Abs => ew::abs_backward(zs, gs, ds, par),
+            Activation::Softmax { temperature } => {
+                let t = self.tau(params, temperature);
+                rows::softmax_backward(os, gs, k, 1.0 / t, ds, par);
+                if let Temperature::Learned(_) = temperature {
+                    dparams[0] = learned_tau_grad(zs, os, gs, k, t);
+                }
+            }
+            Activation::LogSoftmax => rows::log_softmax_backward(os, gs, k, ds, par),
+            Activation::Nls => {
+                // a(d) = −y(−d) with y = log-softmax, so Jᵀg is y's vjp at −d, whose output
+                // is −a.
+                let y: Vec<f32> = os.iter().map(|v| -v).collect();
+                rows::log_softmax_backward(&y, gs, k, ds, par);
+            }
+            Activation::Solu | Activation::GroupedSolu { .. } => {
+                let grp = if let Activation::GroupedSolu { group } = self { *group } else { k };
+                if fwd.aux.shape() != (n, k) {
+                    return Err(ActivationError::Shape(TensorError::Shape {
+                        op: "vjp (SoLU needs forward's softmax)",
+                        left: fwd.aux.shape(),
+                        right: (n, k),
+                    }));
+                }
+                rows::solu_backward(zs, fwd.aux.as_slice(), gs, grp, ds, par);
+            }
+            Activation::GroupedSoftmax { group, tau } => {
+                rows::softmax_backward(os, gs, *group, 1.0 / tau, ds, par)
+            }
+            _ => {
+                // Generic rows; parameter gradients per fixed block, summed in block order.
+                let run = |z: &[f32], o: &[f32], g: &[f32], d: &mut [f32]| {
+                    let mut dp = vec![0.0f32; params.len()];
+                    for (((zr, or), gr), dr) in z
+                        .chunks_exact(k)
+                        .zip(o.chunks_exact(kout))
+                        .zip(g.chunks_exact(kout))
+                        .zip(d.chunks_exact_mut(k))
+                    {
+                        row::vjp(self, params, zr, or, gr, dr, &mut dp);
+                    }
+                    dp
+                };
+                let parts: Vec<Vec<f32>> = if par.degree() > 1 {
+                    zs.par_chunks(BLOCK_ROWS * k)
+                        .zip(os.par_chunks(BLOCK_ROWS * kout))
+                        .zip(gs.par_chunks(BLOCK_ROWS * kout))
+                        .zip(ds.par_chunks_mut(BLOCK_ROWS * k))
+                        .map(|(((z, o), g), d)| run(z, o, g, d))
+                        .collect()
+                } else {
+                    zs.chunks(BLOCK_ROWS * k)
+                        .zip(os.chunks(BLOCK_ROWS * kout))
+                        .zip(gs.chunks(BLOCK_ROWS * kout))
+                        .zip(ds.chunks_mut(BLOCK_ROWS * k))
+                        .map(|(((z, o), g), d)| run(z, o, g, d))
+                        .collect()
+                };
+                for p in parts {
+                    dparams.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+                }
+            }
+        }
+        Ok(Grads { dz, dparams })
+    }
+
+    /// Jacobian-vector product `J v` per row (with respect to `z`, parameters fixed).
+    pub fn jvp(&self, params: &[f32], z: &Matrix, fwd: &Forward, v: &Matrix) -> Result<Matrix> {
+        let (n, k) = z.shape();
+        self.check_params(k, params.len())?;
+        Self::same_shape("jvp (v vs z)", v, z)?;
+        let kout = self.output_width(k);
+        let mut jv = Matrix::zeros(n, kout);
+        for i in 0..n {
+            let (zr, or, vr) = (z.row(i), fwd.out.row(i), v.row(i));
+            row::jvp(self, params, zr, or, vr, jv.row_mut(i));
+        }
+        Ok(jv)
+    }
+
+    /// The full Jacobian `∂a/∂z` of one sample, `output_width × K`, row-major, in f64 — for
+    /// inspection and tests only (training never builds it). Built column by column from
+    /// exact Jacobian-vector products.
+    ///
+    /// ```
+    /// use iem_activations::Activation;
+    /// let j = Activation::Softmax { temperature: Default::default() }
+    ///     .jacobian(&[], &[0.0, 0.0]).unwrap();
+    /// assert_eq!(j, vec![0.25, -0.25, -0.25, 0.25]);
+    /// ```
+    pub fn jacobian(&self, params: &[f64], z: &[f64]) -> Result<Vec<f64>> {
+        let k = z.len();
+        self.check_params(k, params.len())?;
+        let kout = self.output_width(k);
+        let out = self.forward_f64(params, z)?;
+        let mut j = vec![0.0; kout * k];
+        let mut e = vec![0.0; k];
+        let mut col = vec![0.0; kout];
+        for c in 0..k {
+            e[c] = 1.0;
+            row::jvp(self, params, z, &out, &e, &mut col);
+            e[c] = 0.0;
+            for r in 0..kout {
+                j[r * k + c] = col[r];
+            }
+        }
+        Ok(j)
+    }
+
+    /// The f64 reference forward pass of one sample.
+    pub fn forward_f64(&self, params: &[f64], z: &[f64]) -> Result<Vec<f64>> {
+        self.check_params(z.len(), params.len())?;
+        let mut out = vec![0.0; self.output_width(z.len())];
+        row::forward(self, params, z, &mut out);
+        Ok(out)
+    }
+
+    /// The f64 reference vector-Jacobian product of one sample: `(Jᵀg, ∂⟨g, f⟩/∂p)`.
+    pub fn vjp_f64(&self, params: &[f64], z: &[f64], g: &[f64]) -> Result<(Vec<f64>, Vec<f64>)> {
+        let out = self.forward_f64(params, z)?;
+        if g.len() != out.len() {
+            return Err(ActivationError::Shape(TensorError::Shape {
+                op: "vjp_f64 (g)",
+                left: (1, g.len()),
+                right: (1, out.len()),
+            }));
+        }
+        let mut dz = vec![0.0; z.len()];
+        let mut dp = vec![0.0; params.len()];
+        row::vjp(self, params, z, &out, g, &mut dz, &mut dp);
+        Ok((dz, dp))
+    }
+
+    /// The f64 reference Jacobian-vector product of one sample.
+    pub fn jvp_f64(&self, params: &[f64], z: &[f64], v: &[f64]) -> Result<Vec<f64>> {
+        let out = self.forward_f64(params, z)?;
+        if v.len() != z.len() {
+            return Err(ActivationError::Shape(TensorError::Shape {
+                op: "jvp_f64 (v)",
+                left: (1, v.len()),
+                right: (1, z.len()),
+            }));
+        }
+        let mut jv = vec![0.0; out.len()];
+        row::jvp(self, params, z, &out, v, &mut jv);
+        Ok(jv)
+    }
+}
+
+/// `∂L/∂θ` for a learned temperature over a batch, rows summed in order:
+/// `−Σ_rows Σ_i g_i s_i (z_i − ⟨z, s⟩)/τ`, with `z` shifted by its row max for precision.
+fn learned_tau_grad(z: &[f32], s: &[f32], g: &[f32], k: usize, tau: f32) -> f32 {
+    let mut total = 0.0f64;
+    for ((zr, sr), gr) in z.chunks_exact(k).zip(s.chunks_exact(k)).zip(g.chunks_exact(k)) {
+        let m = zr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let zbar: f64 = zr.iter().zip(sr).map(|(z, s)| (z - m) as f64 * *s as f64).sum();
+        let acc: f64 =
+            (0..k).map(|i| gr[i] as f64 * sr[i] as f64 * ((zr[i] - m) as f64 - zbar)).sum();
+        total += -acc / tau as f64;
+    }
+    total as f32
+}
