@@ -3,7 +3,51 @@
 //! a result.
 
 use crate::isa::Par;
-use crate::math::{map_inplace, map1, map2, map3, row_dot, vexp, vln};
+use crate::math::{Op1, Op2, Op3, map_inplace, map1, map2, map3, row_dot, vexp, vln};
+use crate::rows::Scale;
+
+macro_rules! op1 {
+    ($name:ident, |$s:ident, $x:ident| $body:expr) => {
+        #[derive(Clone, Copy)]
+        struct $name;
+        impl Op1 for $name {
+            #[inline(always)]
+            fn f<S: Simd>(self, $s: S, $x: S::V) -> S::V {
+                $body
+            }
+        }
+    };
+}
+op1!(ReluOp, |s, v| s.select_gt(v, s.zero(), v, s.zero()));
+op1!(AbsOp, |s, v| s.max(v, s.sub(s.zero(), v)));
+op1!(ExpOp, |s, v| vexp(s, v));
+op1!(LnOp, |s, v| vln(s, v));
+
+#[derive(Clone, Copy)]
+struct ReluBwdOp;
+impl Op2 for ReluBwdOp {
+    #[inline(always)]
+    fn f<S: Simd>(self, s: S, z: S::V, g: S::V) -> S::V {
+        s.select_gt(z, s.zero(), g, s.zero())
+    }
+}
+#[derive(Clone, Copy)]
+struct AbsBwdOp;
+impl Op2 for AbsBwdOp {
+    #[inline(always)]
+    fn f<S: Simd>(self, s: S, z: S::V, g: S::V) -> S::V {
+        let zero = s.zero();
+        s.select_gt(z, zero, g, s.select_gt(zero, z, s.sub(zero, g), zero))
+    }
+}
+#[derive(Clone, Copy)]
+struct FmaOp;
+impl Op3 for FmaOp {
+    #[inline(always)]
+    fn f<S: Simd>(self, s: S, a: S::V, b: S::V, c: S::V) -> S::V {
+        s.fma(a, b, c)
+    }
+}
 use crate::simd::{self, Kernel, Simd};
 use rayon::prelude::*;
 
@@ -39,12 +83,11 @@ impl Kernel for Map1<'_, Un> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let z = s.zero();
         match self.op {
-            Un::Relu => map1(s, self.x, self.out, 0.0, |v| s.select_gt(v, z, v, z)),
-            Un::Abs => map1(s, self.x, self.out, 0.0, |v| s.max(v, s.sub(z, v))),
-            Un::Exp => map1(s, self.x, self.out, 0.0, |v| vexp(s, v)),
-            Un::Ln => map1(s, self.x, self.out, 1.0, |v| vln(s, v)),
+            Un::Relu => map1(s, self.x, self.out, 0.0, ReluOp),
+            Un::Abs => map1(s, self.x, self.out, 0.0, AbsOp),
+            Un::Exp => map1(s, self.x, self.out, 0.0, ExpOp),
+            Un::Ln => map1(s, self.x, self.out, 1.0, LnOp),
         }
     }
 }
@@ -86,12 +129,9 @@ impl Kernel for Map2K<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let z = s.zero();
         match self.op {
-            Bin::ReluBwd => map2(s, self.x, self.y, self.out, |zv, g| s.select_gt(zv, z, g, z)),
-            Bin::AbsBwd => map2(s, self.x, self.y, self.out, |zv, g| {
-                s.select_gt(zv, z, g, s.select_gt(z, zv, s.sub(z, g), z))
-            }),
+            Bin::ReluBwd => map2(s, self.x, self.y, self.out, ReluBwdOp),
+            Bin::AbsBwd => map2(s, self.x, self.y, self.out, AbsBwdOp),
         }
     }
 }
@@ -152,8 +192,7 @@ impl Kernel for ScaleK<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let a = s.splat(self.alpha);
-        map_inplace(s, self.x, |v| s.mul(v, a));
+        map_inplace(s, self.x, Scale(self.alpha));
     }
 }
 
@@ -202,6 +241,43 @@ pub struct AdamStep {
     pub decoupled: f32,
 }
 
+type AdamConsts<V> = (V, V, V, V, V, V, V, V, V);
+
+/// One Adam lane update (a function, not a closure, so it inlines with the ISA's features).
+#[inline(always)]
+fn adam_lane<S: Simd>(
+    s: S,
+    c: AdamConsts<S::V>,
+    p: S::V,
+    g: S::V,
+    m: S::V,
+    v: S::V,
+) -> (S::V, S::V, S::V) {
+    let (b1, b2, c1, c2, step, ibc2, eps, l2, wd) = c;
+    let g = s.fma(l2, p, g);
+    let m = s.fma(b1, m, s.mul(c1, g));
+    let v = s.fma(b2, v, s.mul(c2, s.mul(g, g)));
+    let den = s.add(s.sqrt(s.mul(v, ibc2)), eps);
+    let p = s.sub(s.mul(p, wd), s.div(s.mul(step, m), den));
+    (p, m, v)
+}
+
+/// One SGD-with-momentum lane update.
+#[inline(always)]
+fn sgd_lane<S: Simd>(
+    s: S,
+    lr: S::V,
+    mu: S::V,
+    wd: S::V,
+    p: S::V,
+    g: S::V,
+    b: S::V,
+) -> (S::V, S::V) {
+    let g = s.fma(wd, p, g);
+    let b = s.fma(mu, b, g);
+    (s.sub(p, s.mul(lr, b)), b)
+}
+
 struct AdamK<'a> {
     h: AdamStep,
     p: &'a mut [f32],
@@ -223,17 +299,11 @@ impl Kernel for AdamK<'_> {
         let eps = s.splat(h.eps);
         let l2 = s.splat(h.l2);
         let wd = s.splat(1.0 - h.lr * h.decoupled);
-        let upd = |p: S::V, g: S::V, m: S::V, v: S::V| {
-            let g = s.fma(l2, p, g);
-            let m = s.fma(b1, m, s.mul(c1, g));
-            let v = s.fma(b2, v, s.mul(c2, s.mul(g, g)));
-            let den = s.add(s.sqrt(s.mul(v, ibc2)), eps);
-            let p = s.sub(s.mul(p, wd), s.div(s.mul(step, m), den));
-            (p, m, v)
-        };
         let mut i = 0;
         while i + l <= n {
-            let (p, m, v) = upd(
+            let (p, m, v) = adam_lane(
+                s,
+                (b1, b2, c1, c2, step, ibc2, eps, l2, wd),
                 s.load(&self.p[i..]),
                 s.load(&self.g[i..]),
                 s.load(&self.m[i..]),
@@ -245,7 +315,9 @@ impl Kernel for AdamK<'_> {
             i += l;
         }
         if i < n {
-            let (p, m, v) = upd(
+            let (p, m, v) = adam_lane(
+                s,
+                (b1, b2, c1, c2, step, ibc2, eps, l2, wd),
                 s.load_partial(&self.p[i..], 0.0),
                 s.load_partial(&self.g[i..], 0.0),
                 s.load_partial(&self.m[i..], 0.0),
@@ -283,20 +355,27 @@ impl Kernel for SgdK<'_> {
         let (lr, mu, wd) = (s.splat(self.lr), s.splat(self.momentum), s.splat(self.wd));
         let n = self.p.len();
         let l = S::LANES;
-        let upd = |p: S::V, g: S::V, b: S::V| {
-            let g = s.fma(wd, p, g);
-            let b = s.fma(mu, b, g);
-            (s.sub(p, s.mul(lr, b)), b)
-        };
         let mut i = 0;
         while i + l <= n {
-            let (p, b) = upd(s.load(&self.p[i..]), s.load(&self.g[i..]), s.load(&self.buf[i..]));
+            let (p, b) = sgd_lane(
+                s,
+                lr,
+                mu,
+                wd,
+                s.load(&self.p[i..]),
+                s.load(&self.g[i..]),
+                s.load(&self.buf[i..]),
+            );
             s.store(&mut self.p[i..], p);
             s.store(&mut self.buf[i..], b);
             i += l;
         }
         if i < n {
-            let (p, b) = upd(
+            let (p, b) = sgd_lane(
+                s,
+                lr,
+                mu,
+                wd,
                 s.load_partial(&self.p[i..], 0.0),
                 s.load_partial(&self.g[i..], 0.0),
                 s.load_partial(&self.buf[i..], 0.0),
@@ -332,7 +411,7 @@ impl Kernel for Mul3K<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        map3(s, self.a, self.b, self.c, self.out, |a, b, c| s.fma(a, b, c));
+        map3(s, self.a, self.b, self.c, self.out, FmaOp);
     }
 }
 

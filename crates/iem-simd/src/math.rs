@@ -147,65 +147,78 @@ pub fn row_dot<S: Simd>(s: S, a: &[f32], b: &[f32]) -> f32 {
     s.reduce_sum(s.add(a0, a1))
 }
 
+/// A lane-wise operation of one vector. Kernels pass these (not closures) to the `map`
+/// helpers: a closure is a separate function compiled without the instruction set's
+/// features, so its intrinsics would become calls; a trait method marked
+/// `#[inline(always)]` is inlined into the feature-enabled kernel.
+pub trait Op1: Copy {
+    /// The operation.
+    fn f<S: Simd>(self, s: S, x: S::V) -> S::V;
+}
+/// A lane-wise operation of two vectors (see [`Op1`]).
+pub trait Op2: Copy {
+    /// The operation.
+    fn f<S: Simd>(self, s: S, x: S::V, y: S::V) -> S::V;
+}
+/// A lane-wise operation of three vectors (see [`Op1`]).
+pub trait Op3: Copy {
+    /// The operation.
+    fn f<S: Simd>(self, s: S, x: S::V, y: S::V, z: S::V) -> S::V;
+}
+
 /// Applies `f` to every vector of `x`, writing `out` (same length). Tails go through a
 /// padded vector, so every element sees the same arithmetic.
 #[inline(always)]
-pub fn map1<S: Simd>(s: S, x: &[f32], out: &mut [f32], fill: f32, f: impl Fn(S::V) -> S::V) {
+pub fn map1<S: Simd>(s: S, x: &[f32], out: &mut [f32], fill: f32, op: impl Op1) {
     let l = S::LANES;
     let n = x.len();
     assert_eq!(out.len(), n);
     let mut i = 0;
     while i + l <= n {
-        s.store(&mut out[i..], f(s.load(&x[i..])));
+        s.store(&mut out[i..], op.f(s, s.load(&x[i..])));
         i += l;
     }
     if i < n {
-        s.store_partial(&mut out[i..], f(s.load_partial(&x[i..], fill)));
+        s.store_partial(&mut out[i..], op.f(s, s.load_partial(&x[i..], fill)));
     }
 }
 
 /// As [`map1`] with two inputs.
 #[inline(always)]
-pub fn map2<S: Simd>(s: S, x: &[f32], y: &[f32], out: &mut [f32], f: impl Fn(S::V, S::V) -> S::V) {
+pub fn map2<S: Simd>(s: S, x: &[f32], y: &[f32], out: &mut [f32], op: impl Op2) {
     let l = S::LANES;
     let n = x.len();
     assert_eq!(y.len(), n);
     assert_eq!(out.len(), n);
     let mut i = 0;
     while i + l <= n {
-        s.store(&mut out[i..], f(s.load(&x[i..]), s.load(&y[i..])));
+        s.store(&mut out[i..], op.f(s, s.load(&x[i..]), s.load(&y[i..])));
         i += l;
     }
     if i < n {
         s.store_partial(
             &mut out[i..],
-            f(s.load_partial(&x[i..], 0.0), s.load_partial(&y[i..], 0.0)),
+            op.f(s, s.load_partial(&x[i..], 0.0), s.load_partial(&y[i..], 0.0)),
         );
     }
 }
 
 /// As [`map1`] with three inputs.
 #[inline(always)]
-pub fn map3<S: Simd>(
-    s: S,
-    x: &[f32],
-    y: &[f32],
-    z: &[f32],
-    out: &mut [f32],
-    f: impl Fn(S::V, S::V, S::V) -> S::V,
-) {
+pub fn map3<S: Simd>(s: S, x: &[f32], y: &[f32], z: &[f32], out: &mut [f32], op: impl Op3) {
     let l = S::LANES;
     let n = x.len();
     assert!(y.len() == n && z.len() == n && out.len() == n);
     let mut i = 0;
     while i + l <= n {
-        s.store(&mut out[i..], f(s.load(&x[i..]), s.load(&y[i..]), s.load(&z[i..])));
+        s.store(&mut out[i..], op.f(s, s.load(&x[i..]), s.load(&y[i..]), s.load(&z[i..])));
         i += l;
     }
     if i < n {
         s.store_partial(
             &mut out[i..],
-            f(
+            op.f(
+                s,
                 s.load_partial(&x[i..], 0.0),
                 s.load_partial(&y[i..], 0.0),
                 s.load_partial(&z[i..], 0.0),
@@ -216,17 +229,17 @@ pub fn map3<S: Simd>(
 
 /// In-place variant of [`map1`] on a mutable slice.
 #[inline(always)]
-pub fn map_inplace<S: Simd>(s: S, x: &mut [f32], f: impl Fn(S::V) -> S::V) {
+pub fn map_inplace<S: Simd>(s: S, x: &mut [f32], op: impl Op1) {
     let l = S::LANES;
     let n = x.len();
     let mut i = 0;
     while i + l <= n {
-        let v = f(s.load(&x[i..]));
+        let v = op.f(s, s.load(&x[i..]));
         s.store(&mut x[i..], v);
         i += l;
     }
     if i < n {
-        let v = f(s.load_partial(&x[i..], 0.0));
+        let v = op.f(s, s.load_partial(&x[i..], 0.0));
         s.store_partial(&mut x[i..], v);
     }
 }

@@ -10,7 +10,74 @@
 //! - a row of width 0 is allowed and produces nothing.
 
 use crate::isa::Par;
-use crate::math::{map1, map2, row_dot, row_max, row_sum, vexp};
+use crate::math::{Op1, Op2, Op3, map_inplace, map1, map2, map3, row_dot, row_max, row_sum, vexp};
+
+/// `exp((x − m)·c)`.
+#[derive(Clone, Copy)]
+struct ExpShift(f32, f32);
+impl Op1 for ExpShift {
+    #[inline(always)]
+    fn f<S: Simd>(self, s: S, x: S::V) -> S::V {
+        vexp(s, s.mul(s.sub(x, s.splat(self.0)), s.splat(self.1)))
+    }
+}
+/// `x·a`.
+#[derive(Clone, Copy)]
+pub(crate) struct Scale(pub(crate) f32);
+impl Op1 for Scale {
+    #[inline(always)]
+    fn f<S: Simd>(self, s: S, x: S::V) -> S::V {
+        s.mul(x, s.splat(self.0))
+    }
+}
+/// `x − a`.
+#[derive(Clone, Copy)]
+struct SubConst(f32);
+impl Op1 for SubConst {
+    #[inline(always)]
+    fn f<S: Simd>(self, s: S, x: S::V) -> S::V {
+        s.sub(x, s.splat(self.0))
+    }
+}
+/// Softmax backward lane: `s·(g − d)·c`.
+#[derive(Clone, Copy)]
+struct SoftmaxBwd(f32, f32);
+impl Op2 for SoftmaxBwd {
+    #[inline(always)]
+    fn f<S: Simd>(self, s: S, sv: S::V, gv: S::V) -> S::V {
+        s.mul(s.mul(sv, s.sub(gv, s.splat(self.0))), s.splat(self.1))
+    }
+}
+/// Log-softmax backward lane: `g − exp(y)·Σg`.
+#[derive(Clone, Copy)]
+struct LogSoftmaxBwd(f32);
+impl Op2 for LogSoftmaxBwd {
+    #[inline(always)]
+    fn f<S: Simd>(self, s: S, yv: S::V, gv: S::V) -> S::V {
+        s.sub(gv, s.mul(vexp(s, yv), s.splat(self.0)))
+    }
+}
+/// `x·y`.
+#[derive(Clone, Copy)]
+struct Mul;
+impl Op2 for Mul {
+    #[inline(always)]
+    fn f<S: Simd>(self, s: S, x: S::V, y: S::V) -> S::V {
+        s.mul(x, y)
+    }
+}
+/// SoLU backward lane: `s·(g·(1 + z) − c)`, exactly 0 where `s = 0`.
+#[derive(Clone, Copy)]
+struct SoluBwd(f32);
+impl Op3 for SoluBwd {
+    #[inline(always)]
+    fn f<S: Simd>(self, s: S, zv: S::V, sv: S::V, gv: S::V) -> S::V {
+        // Where s = 0 the gradient is exactly 0; guard so |z| near f32::MAX cannot make it
+        // 0·inf = NaN.
+        let v = s.mul(sv, s.sub(s.mul(gv, s.add(s.splat(1.0), zv)), s.splat(self.0)));
+        s.select_gt(sv, s.zero(), v, s.zero())
+    }
+}
 use crate::simd::{self, Kernel, Simd};
 use rayon::prelude::*;
 
@@ -147,10 +214,9 @@ pub(crate) fn softmax_row<S: Simd>(s: S, x: &[f32], c: f32, out: &mut [f32]) {
         out.fill(1.0 / x.len() as f32);
         return;
     }
-    let (mv, cv) = (s.splat(m), s.splat(c));
-    map1(s, x, out, f32::NEG_INFINITY, |v| vexp(s, s.mul(s.sub(v, mv), cv)));
-    let inv = s.splat(1.0 / row_sum(s, out));
-    crate::math::map_inplace(s, out, |v| s.mul(v, inv));
+    map1(s, x, out, f32::NEG_INFINITY, ExpShift(m, c));
+    let inv = 1.0 / row_sum(s, out);
+    map_inplace(s, out, Scale(inv));
 }
 
 // ---------------------------------------------------------------- softmax family
@@ -195,9 +261,8 @@ row_kernel!(SoftmaxBwdK { sm: &'a [f32], g: &'a [f32], cols: usize, c: f32, out:
     let n = k.cols;
     for r in 0..k.out.len() / n {
         let (sr, gr) = (&k.sm[r * n..(r + 1) * n], &k.g[r * n..(r + 1) * n]);
-        let dot = s.splat(row_dot(s, gr, sr));
-        let cv = s.splat(k.c);
-        map2(s, sr, gr, &mut k.out[r * n..(r + 1) * n], |sv, gv| s.mul(s.mul(sv, s.sub(gv, dot)), cv));
+        let dot = row_dot(s, gr, sr);
+        map2(s, sr, gr, &mut k.out[r * n..(r + 1) * n], SoftmaxBwd(dot, k.c));
     }
 });
 
@@ -247,8 +312,8 @@ row_kernel!(LogSoftmaxK { x: &'a [f32], cols: usize, out: &'a mut [f32] } |s, k|
             o.fill(-(row.len() as f32).ln());
             continue;
         }
-        let lse = s.splat(m + sum_exp_shifted(s, row, m, 1.0).ln());
-        map1(s, row, o, 0.0, |v| s.sub(v, lse));
+        let lse = m + sum_exp_shifted(s, row, m, 1.0).ln();
+        map1(s, row, o, 0.0, SubConst(lse));
     }
 });
 
@@ -268,8 +333,8 @@ row_kernel!(LogSoftmaxBwdK { y: &'a [f32], g: &'a [f32], cols: usize, out: &'a m
     let n = k.cols;
     for r in 0..k.out.len() / n {
         let (yr, gr) = (&k.y[r * n..(r + 1) * n], &k.g[r * n..(r + 1) * n]);
-        let sg = s.splat(row_sum(s, gr));
-        map2(s, yr, gr, &mut k.out[r * n..(r + 1) * n], |yv, gv| s.sub(gv, s.mul(vexp(s, yv), sg)));
+        let sg = row_sum(s, gr);
+        map2(s, yr, gr, &mut k.out[r * n..(r + 1) * n], LogSoftmaxBwd(sg));
     }
 });
 
@@ -311,7 +376,7 @@ row_kernel!(SoluK { x: &'a [f32], cols: usize, a: &'a mut [f32], sm: &'a mut [f3
         let row = &k.x[r * n..(r + 1) * n];
         let sr = &mut k.sm[r * n..(r + 1) * n];
         softmax_row(s, row, 1.0, sr);
-        map2(s, row, sr, &mut k.a[r * n..(r + 1) * n], |z, p| s.mul(z, p));
+        map2(s, row, sr, &mut k.a[r * n..(r + 1) * n], Mul);
     }
 });
 
@@ -358,14 +423,8 @@ row_kernel!(SoluBwdK { z: &'a [f32], sm: &'a [f32], g: &'a [f32], cols: usize, o
             let (gv, zv, sv) = (s.load_partial(&gr[i..], 0.0), s.load_partial(&zr[i..], 0.0), s.load_partial(&sr[i..], 0.0));
             acc = s.fma(s.mul(gv, zv), sv, acc);
         }
-        let c = s.splat(s.reduce_sum(acc));
-        let one = s.splat(1.0);
-        crate::math::map3(s, zr, sr, gr, &mut k.out[rg], |zv, sv, gv| {
-            // Where s = 0 the gradient is exactly 0; guard so |z| near f32::MAX cannot
-            // make it 0·inf = NaN.
-            let v = s.mul(sv, s.sub(s.mul(gv, s.add(one, zv)), c));
-            s.select_gt(sv, s.zero(), v, s.zero())
-        });
+        let c = s.reduce_sum(acc);
+        map3(s, zr, sr, gr, &mut k.out[rg], SoluBwd(c));
     }
 });
 

@@ -1,0 +1,58 @@
+//! Timing probe used by `scripts/bench_peers.py`: forward + vjp of every activation at
+//! 256×512 and 4096×1024 on 2 threads, one JSON object per line.
+//! `cargo run --release -p iem-activations --example act_probe`
+use iem_activations::Activation;
+use iem_tensor::{Matrix, Par};
+use std::time::Instant;
+
+fn time<F: FnMut()>(mut f: F, min_secs: f64) -> f64 {
+    f();
+    let mut iters = 1usize;
+    loop {
+        let t = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        if t.elapsed().as_secs_f64() > min_secs / 5.0 {
+            break;
+        }
+        iters *= 2;
+    }
+    let mut v: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            t.elapsed().as_secs_f64() / iters as f64
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[2]
+}
+
+fn main() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    for &(n, k) in &[(256usize, 512usize), (4096, 1024)] {
+        let z = Matrix::from_fn(n, k, |i, j| (((i * 7919 + j * 31) % 101) as f32) * 0.06 - 3.0);
+        let mut acts = Activation::all(k);
+        acts.push(Activation::GroupedSoftmax { group: 8, tau: 1.0 });
+        for act in acts {
+            let p = act.init_params(k);
+            let g = Matrix::filled(n, act.output_width(k), 0.5);
+            let t = pool.install(|| {
+                time(
+                    || {
+                        let f = act.forward(&p, &z, Par::Rayon(2)).unwrap();
+                        std::hint::black_box(act.vjp(&p, &z, &f, &g, Par::Rayon(2)).unwrap());
+                    },
+                    0.3,
+                )
+            });
+            println!(
+                "{{\"kind\":\"activation\",\"name\":\"{}\",\"rows\":{n},\"cols\":{k},\"iem_2t\":{t:e}}}",
+                act.name()
+            );
+        }
+    }
+}
