@@ -1,13 +1,17 @@
 //! Single-precision matrix multiply `C = α·op(A)·op(B) + β·C + 1·biasᵀ`.
 //!
-//! Two paths, chosen by shape only (never by thread count):
+//! Three paths, chosen by shape and instruction set only (never by thread count):
 //! - **small**: when `op(B)` fits in about 64 KiB, it is copied once into a zero-padded
 //!   row-major buffer and each block of 4 rows of `C` is computed straight from `A`
 //!   (no packing of `A`). Tiny layer shapes such as 256×2×64 are pure call overhead in
 //!   general-purpose GEMMs; this path has almost none.
 //! - **packed**: the BLIS loop nest. `op(B)` is packed in `KC × NC` blocks of `NR`-wide
 //!   panels, `op(A)` in `MC × KC` blocks of `MR`-high panels, and an `MR × NR` register-tile
-//!   micro-kernel (AVX-512: 12×32, AVX2: 6×16, scalar: 4×4) runs over them.
+//!   micro-kernel (AVX2: 6×16, scalar: 4×4) runs over them. (Its 12×32 AVX-512 tile is
+//!   compiled but large AVX-512 shapes take the next path.)
+//! - **gemm crate** (AVX-512, large shapes): the `gemm` crate's AVX-512 kernels, which
+//!   measured 1.5–2× faster than our packed kernel here, called single-threaded on fixed
+//!   128×256 tiles of `C` that rayon distributes (see `BENCHMARKS.md`).
 //!
 //! # Determinism
 //! Every element of `C` is one FMA chain over `k` in `KC` blocks, accumulated into `C`
@@ -106,9 +110,71 @@ pub fn gemm(g: &Gemm<'_>, c: &mut [f32], par: Par) {
     let nr = nv * isa.lanes();
     if g.k * g.n.next_multiple_of(SMALL_NV * isa.lanes()) <= SMALL_B_FLOATS {
         small(isa, g, c, par);
+    } else if isa == Isa::Avx512 {
+        tiled_gemm_crate(g, c, par);
     } else {
         packed(isa, mr, nr, g, c, par);
     }
+}
+
+/// Tile of `C` handed to one call of the `gemm` crate: fixed, so thread count never changes
+/// which call computes an element.
+const TILE_M: usize = 128;
+const TILE_N: usize = 256;
+
+/// The AVX-512 large-shape path: the `gemm` crate (built with `x86-v4`), single-threaded,
+/// on fixed `TILE_M × TILE_N` tiles of `C` that rayon distributes. The epilogue (β, bias)
+/// is applied to `C` first and the product accumulated into it.
+fn tiled_gemm_crate(g: &Gemm<'_>, c: &mut [f32], par: Par) {
+    let (m, n, k) = (g.m, g.n, g.k);
+    for row in c.chunks_exact_mut(n) {
+        for (j, x) in row.iter_mut().enumerate() {
+            let old = if g.beta == 0.0 { 0.0 } else { g.beta * *x };
+            *x = old + g.bias.map_or(0.0, |b| b[j]);
+        }
+    }
+    let read_dst = g.beta != 0.0 || g.bias.is_some();
+    // Strides (in elements) of op(A)[i, p] and op(B)[p, j].
+    let (a_rs, a_cs) = if g.trans_a { (1isize, m as isize) } else { (k as isize, 1isize) };
+    let (b_rs, b_cs) = if g.trans_b { (1isize, k as isize) } else { (n as isize, 1isize) };
+    let tiles_n = n.div_ceil(TILE_N);
+    let run_tile = |i0: usize, rows: &mut [f32]| {
+        let mt = rows.len() / n;
+        for tj in 0..tiles_n {
+            let j0 = tj * TILE_N;
+            let nt = (n - j0).min(TILE_N);
+            // SAFETY: the destination is rows `i0..i0+mt`, columns `j0..j0+nt` of `C`, inside
+            // `rows` (row stride n); A and B pointers with these strides stay inside `g.a`
+            // and `g.b`, whose lengths `gemm` asserted (≥ m·k and k·n).
+            unsafe {
+                let a_ptr = g.a.as_ptr().offset(i0 as isize * a_rs);
+                let b_ptr = g.b.as_ptr().offset(j0 as isize * b_cs);
+                gemm::gemm(
+                    mt,
+                    nt,
+                    k,
+                    rows.as_mut_ptr().add(j0),
+                    1,
+                    n as isize,
+                    read_dst,
+                    a_ptr,
+                    a_cs,
+                    a_rs,
+                    b_ptr,
+                    b_cs,
+                    b_rs,
+                    1.0,
+                    g.alpha,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        }
+    };
+    let parallel = par.degree() > 1 && m * n * k >= PAR_MIN_FLOPS;
+    for_row_blocks(c, n, TILE_M, parallel, run_tile);
 }
 
 /// Register tile `(MR, NV)` for a lane count (NR = NV · lanes).

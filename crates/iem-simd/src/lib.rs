@@ -13,7 +13,7 @@
 //!   Adam/AdamW and SGD update loops.
 //! - [`distance`]: batch-by-prototype squared distances through one GEMM.
 //! - [`math`]: the vectorised `exp`/`ln` with their tested error bounds.
-//! - [`reference`]: plain f64 implementations every kernel is tested against.
+//! - [`reference`](mod@reference): plain f64 implementations every kernel is tested against.
 //!
 //! Parallelism is an explicit [`Par`] argument; work is split into blocks whose boundaries do
 //! not depend on the thread count and no reduction crosses blocks, so results are

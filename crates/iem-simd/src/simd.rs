@@ -236,10 +236,10 @@ mod x86 {
     use super::{Kernel, Simd};
     use std::arch::x86_64::*;
 
-    /// AVX2 + FMA, 8 lanes. Only constructed inside [`run_avx2`].
+    /// AVX2 + FMA, 8 lanes. Only constructed by [`run`](super::run) / [`run_with`](super::run_with).
     #[derive(Clone, Copy, Debug)]
     pub struct Avx2(());
-    /// AVX-512 F/BW/DQ/VL, 16 lanes. Only constructed inside [`run_avx512`].
+    /// AVX-512 F/BW/DQ/VL, 16 lanes. Only constructed by [`run`](super::run) / [`run_with`](super::run_with).
     #[derive(Clone, Copy, Debug)]
     pub struct Avx512(());
 
