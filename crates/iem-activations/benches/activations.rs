@@ -18,11 +18,13 @@ fn bench(c: &mut Criterion) {
         for act in Activation::all(k) {
             let p = act.init_params(k);
             let gr = Matrix::filled(n, act.output_width(k), 0.5);
+            let mut f = act.forward(&p, &z, Par::Seq).unwrap();
+            let mut grads = act.vjp(&p, &z, &f, &gr, Par::Seq).unwrap();
             g.bench_function(BenchmarkId::new(act.name(), format!("{n}x{k}")), |b| {
                 pool.install(|| {
                     b.iter(|| {
-                        let f = act.forward(&p, &z, Par::Rayon(2)).unwrap();
-                        act.vjp(&p, &z, &f, &gr, Par::Rayon(2)).unwrap()
+                        act.forward_into(&p, &z, &mut f, Par::Rayon(2)).unwrap();
+                        act.vjp_into(&p, &z, &f, &gr, &mut grads, Par::Rayon(2)).unwrap();
                     })
                 })
             });

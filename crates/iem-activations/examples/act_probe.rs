@@ -40,11 +40,15 @@ fn main() {
         for act in acts {
             let p = act.init_params(k);
             let g = Matrix::filled(n, act.output_width(k), 0.5);
+            // Buffers reused across steps, as in a training loop.
+            let mut f = act.forward(&p, &z, Par::Seq).unwrap();
+            let mut gr = act.vjp(&p, &z, &f, &g, Par::Seq).unwrap();
             let t = pool.install(|| {
                 time(
                     || {
-                        let f = act.forward(&p, &z, Par::Rayon(2)).unwrap();
-                        std::hint::black_box(act.vjp(&p, &z, &f, &g, Par::Rayon(2)).unwrap());
+                        act.forward_into(&p, &z, &mut f, Par::Rayon(2)).unwrap();
+                        act.vjp_into(&p, &z, &f, &g, &mut gr, Par::Rayon(2)).unwrap();
+                        std::hint::black_box(&gr);
                     },
                     0.3,
                 )

@@ -100,11 +100,26 @@ impl Activation {
     /// assert!((f.out.get(0, 2) - 3.0 * 0.665_240_9).abs() < 1e-5);
     /// ```
     pub fn forward(&self, params: &[f32], z: &Matrix, par: Par) -> Result<Forward> {
+        let mut fwd = Forward { out: Matrix::zeros(0, 0), aux: Matrix::zeros(0, 0) };
+        self.forward_into(params, z, &mut fwd, par)?;
+        Ok(fwd)
+    }
+
+    /// As [`Activation::forward`], writing into `fwd` and reusing its buffers (no allocation
+    /// once the shapes are stable): what a training loop calls.
+    pub fn forward_into(
+        &self,
+        params: &[f32],
+        z: &Matrix,
+        fwd: &mut Forward,
+        par: Par,
+    ) -> Result<()> {
         let (n, k) = z.shape();
         self.check_params(k, params.len())?;
         let kout = self.output_width(k);
-        let mut out = Matrix::zeros(n, kout);
-        let mut aux = Matrix::zeros(0, 0);
+        let Forward { out, aux } = fwd;
+        out.resize(n, kout);
+        aux.resize(0, 0);
         let (zs, os) = (z.as_slice(), out.as_mut_slice());
         match self {
             Activation::Relu => ew::relu(zs, os, par),
@@ -113,19 +128,17 @@ impl Activation {
                 rows::softmax(zs, k, 1.0 / self.tau(params, temperature), os, par)
             }
             Activation::LogSoftmax => rows::log_softmax(zs, k, os, par),
-            Activation::Nls => {
-                let neg: Vec<f32> = zs.iter().map(|v| -v).collect();
-                rows::log_softmax(&neg, k, os, par);
-                os.iter_mut().for_each(|v| *v = -*v);
-            }
+            Activation::Nls => rows::nls(zs, k, os, par),
             Activation::Solu | Activation::GroupedSolu { .. } => {
                 let g = if let Activation::GroupedSolu { group } = self { *group } else { k };
-                aux = Matrix::zeros(n, k);
-                rows::solu(zs, g, os, aux.as_mut_slice(), par);
+                aux.resize(n, k);
+                rows::grouped_solu(zs, k, g, os, aux.as_mut_slice(), par);
             }
             Activation::GroupedSoftmax { group, tau } => {
                 rows::grouped_softmax(zs, k, *group, 1.0 / tau, os, par)
             }
+            Activation::LayerNorm { eps } => crate::fast::layer_norm(zs, k, params, *eps, os, par),
+            Activation::TopK { k: kk } => crate::fast::top_k(zs, k, *kk, os, par),
             _ => {
                 let run = |z: &[f32], o: &mut [f32]| {
                     for (zr, or) in z.chunks_exact(k).zip(o.chunks_exact_mut(kout)) {
@@ -141,7 +154,7 @@ impl Activation {
                 }
             }
         }
-        Ok(Forward { out, aux })
+        Ok(())
     }
 
     fn tau(&self, params: &[f32], t: &Temperature) -> f32 {
@@ -162,6 +175,21 @@ impl Activation {
         g: &Matrix,
         par: Par,
     ) -> Result<Grads> {
+        let mut grads = Grads { dz: Matrix::zeros(0, 0), dparams: Vec::new() };
+        self.vjp_into(params, z, fwd, g, &mut grads, par)?;
+        Ok(grads)
+    }
+
+    /// As [`Activation::vjp`], writing into `grads` and reusing its buffers.
+    pub fn vjp_into(
+        &self,
+        params: &[f32],
+        z: &Matrix,
+        fwd: &Forward,
+        g: &Matrix,
+        grads: &mut Grads,
+        par: Par,
+    ) -> Result<()> {
         let (n, k) = z.shape();
         self.check_params(k, params.len())?;
         Self::same_shape("vjp (g vs forward output)", g, &fwd.out)?;
@@ -173,8 +201,10 @@ impl Activation {
             }));
         }
         let kout = self.output_width(k);
-        let mut dz = Matrix::zeros(n, k);
-        let mut dparams = vec![0.0f32; params.len()];
+        let Grads { dz, dparams } = grads;
+        dz.resize(n, k);
+        dparams.clear();
+        dparams.resize(params.len(), 0.0);
         let (zs, os, gs) = (z.as_slice(), fwd.out.as_slice(), g.as_slice());
         let ds = dz.as_mut_slice();
         match self {
@@ -184,16 +214,11 @@ impl Activation {
                 let t = self.tau(params, temperature);
                 rows::softmax_backward(os, gs, k, 1.0 / t, ds, par);
                 if let Temperature::Learned(_) = temperature {
-                    dparams[0] = learned_tau_grad(zs, os, gs, k, t);
+                    dparams[0] = rows::temperature_grad(zs, os, gs, k, t);
                 }
             }
             Activation::LogSoftmax => rows::log_softmax_backward(os, gs, k, ds, par),
-            Activation::Nls => {
-                // a(d) = −y(−d) with y = log-softmax, so Jᵀg is y's vjp at −d, whose output
-                // is −a.
-                let y: Vec<f32> = os.iter().map(|v| -v).collect();
-                rows::log_softmax_backward(&y, gs, k, ds, par);
-            }
+            Activation::Nls => rows::nls_backward(os, gs, k, ds, par),
             Activation::Solu | Activation::GroupedSolu { .. } => {
                 let grp = if let Activation::GroupedSolu { group } = self { *group } else { k };
                 if fwd.aux.shape() != (n, k) {
@@ -203,11 +228,15 @@ impl Activation {
                         right: (n, k),
                     }));
                 }
-                rows::solu_backward(zs, fwd.aux.as_slice(), gs, grp, ds, par);
+                rows::grouped_solu_backward(zs, fwd.aux.as_slice(), gs, k, grp, ds, par);
             }
             Activation::GroupedSoftmax { group, tau } => {
-                rows::softmax_backward(os, gs, *group, 1.0 / tau, ds, par)
+                rows::grouped_softmax_backward(os, gs, k, *group, 1.0 / tau, ds, par)
             }
+            Activation::LayerNorm { eps } => {
+                crate::fast::layer_norm_backward(zs, k, params, *eps, gs, ds, dparams, par)
+            }
+            Activation::TopK { k: kk } => crate::fast::top_k_backward(zs, k, *kk, gs, ds, par),
             _ => {
                 // Generic rows; parameter gradients per fixed block, summed in block order.
                 let run = |z: &[f32], o: &[f32], g: &[f32], d: &mut [f32]| {
@@ -242,7 +271,7 @@ impl Activation {
                 }
             }
         }
-        Ok(Grads { dz, dparams })
+        Ok(())
     }
 
     /// Jacobian-vector product `J v` per row (with respect to `z`, parameters fixed).
@@ -326,18 +355,4 @@ impl Activation {
         row::jvp(self, params, z, &out, v, &mut jv);
         Ok(jv)
     }
-}
-
-/// `∂L/∂θ` for a learned temperature over a batch, rows summed in order:
-/// `−Σ_rows Σ_i g_i s_i (z_i − ⟨z, s⟩)/τ`, with `z` shifted by its row max for precision.
-fn learned_tau_grad(z: &[f32], s: &[f32], g: &[f32], k: usize, tau: f32) -> f32 {
-    let mut total = 0.0f64;
-    for ((zr, sr), gr) in z.chunks_exact(k).zip(s.chunks_exact(k)).zip(g.chunks_exact(k)) {
-        let m = zr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let zbar: f64 = zr.iter().zip(sr).map(|(z, s)| (z - m) as f64 * *s as f64).sum();
-        let acc: f64 =
-            (0..k).map(|i| gr[i] as f64 * sr[i] as f64 * ((zr[i] - m) as f64 - zbar)).sum();
-        total += -acc / tau as f64;
-    }
-    total as f32
 }

@@ -61,6 +61,7 @@
 
 mod batch;
 pub mod check;
+mod fast;
 mod kind;
 mod real;
 mod row;

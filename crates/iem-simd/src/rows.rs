@@ -192,6 +192,8 @@ pub(crate) fn lse_row<S: Simd>(s: S, x: &[f32]) -> f32 {
 /// `Σ exp((x_j − m)·c)`.
 #[inline(always)]
 fn sum_exp_shifted<S: Simd>(s: S, x: &[f32], m: f32, c: f32) -> f32 {
+    // Padding lanes must contribute exp(−inf) = 0 whatever the sign of c.
+    let fill = if c >= 0.0 { f32::NEG_INFINITY } else { f32::INFINITY };
     let l = S::LANES;
     let (mv, cv) = (s.splat(m), s.splat(c));
     let mut acc = s.zero();
@@ -201,7 +203,7 @@ fn sum_exp_shifted<S: Simd>(s: S, x: &[f32], m: f32, c: f32) -> f32 {
         i += l;
     }
     if i < x.len() {
-        acc = s.add(acc, vexp(s, s.mul(s.sub(s.load_partial(&x[i..], f32::NEG_INFINITY), mv), cv)));
+        acc = s.add(acc, vexp(s, s.mul(s.sub(s.load_partial(&x[i..], fill), mv), cv)));
     }
     s.reduce_sum(acc)
 }
@@ -237,24 +239,6 @@ pub fn softmax(x: &[f32], cols: usize, inv_tau: f32, out: &mut [f32], par: Par) 
     blocks(par, x, cols, out, cols, |x, out| {
         simd::run(SoftmaxK { x, cols, c: inv_tau, out, _p: Default::default() })
     });
-}
-
-/// Softmax inside each contiguous group of `group` units of every row (`group` divides
-/// `cols`). With `group == cols` this is [`softmax`].
-pub fn grouped_softmax(
-    x: &[f32],
-    cols: usize,
-    group: usize,
-    inv_tau: f32,
-    out: &mut [f32],
-    par: Par,
-) {
-    rows_of("grouped_softmax", x.len(), cols);
-    assert!(
-        group > 0 && cols.is_multiple_of(group),
-        "grouped_softmax: group {group} does not divide {cols}"
-    );
-    softmax(x, group, inv_tau, out, par)
 }
 
 row_kernel!(SoftmaxBwdK { sm: &'a [f32], g: &'a [f32], cols: usize, c: f32, out: &'a mut [f32] } |s, k| {
@@ -456,4 +440,309 @@ pub fn solu_backward(z: &[f32], s: &[f32], g: &[f32], cols: usize, out: &mut [f3
     } else {
         out.chunks_mut(br).enumerate().for_each(run);
     }
+}
+
+// ------------------------------------------------ NLS, grouped kernels, temperature
+
+/// Runs `f(a_block, b_block, c_block, out_block)` over fixed row blocks of equally shaped
+/// inputs (`b`, `c` may be empty).
+fn drive(
+    par: Par,
+    cols: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    out: &mut [f32],
+    f: impl Fn(&[f32], &[f32], &[f32], &mut [f32]) + Sync + Send,
+) {
+    let br = block_rows(cols) * cols;
+    let run = |(i, o): (usize, &mut [f32])| {
+        let r = i * br..i * br + o.len();
+        f(&a[r.clone()], pick(b, r.clone()), pick(c, r), o)
+    };
+    fn pick(x: &[f32], r: std::ops::Range<usize>) -> &[f32] {
+        if x.is_empty() { x } else { &x[r] }
+    }
+    if par.degree() > 1 && a.len() > BLOCK_ELEMS {
+        out.par_chunks_mut(br).enumerate().for_each(run);
+    } else {
+        out.chunks_mut(br).enumerate().for_each(run);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct NlsBwd(f32);
+impl Op2 for NlsBwd {
+    #[inline(always)]
+    fn f<S: Simd>(self, s: S, av: S::V, gv: S::V) -> S::V {
+        s.sub(gv, s.mul(vexp(s, s.sub(s.zero(), av)), s.splat(self.0)))
+    }
+}
+
+row_kernel!(NlsK { x: &'a [f32], cols: usize, out: &'a mut [f32] } |s, k| {
+    for (row, o) in k.x.chunks_exact(k.cols).zip(k.out.chunks_exact_mut(k.cols)) {
+        // lse(−d) = −min d + log Σ exp(−(d − min d))
+        let mn = -row_max_neg(s, row);
+        if mn == f32::INFINITY {
+            o.fill(f32::INFINITY);
+            continue;
+        }
+        let sum = sum_exp_shifted(s, row, mn, -1.0);
+        map1(s, row, o, 0.0, SubConst(mn - sum.ln()));
+    }
+});
+
+/// `max(−x)` of a row without a negated copy.
+#[inline(always)]
+fn row_max_neg<S: Simd>(s: S, x: &[f32]) -> f32 {
+    let l = S::LANES;
+    let mut acc = s.splat(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i + l <= x.len() {
+        acc = s.max(acc, s.sub(s.zero(), s.load(&x[i..])));
+        i += l;
+    }
+    if i < x.len() {
+        acc = s.max(acc, s.sub(s.zero(), s.load_partial(&x[i..], f32::INFINITY)));
+    }
+    s.reduce_max(acc)
+}
+
+/// NLS forward `a = d + lse(−d) = −log softmax(−d)` per row; a row of all `+inf` gives
+/// `+inf`.
+pub fn nls(d: &[f32], cols: usize, out: &mut [f32], par: Par) {
+    rows_of("nls", d.len(), cols);
+    assert_eq!(out.len(), d.len(), "nls: out has {} values, d has {}", out.len(), d.len());
+    if d.is_empty() {
+        return;
+    }
+    drive(par, cols, d, &[], &[], out, |x, _, _, o| {
+        simd::run(NlsK { x, cols, out: o, _p: Default::default() })
+    });
+}
+
+row_kernel!(NlsBwdK { a: &'a [f32], g: &'a [f32], cols: usize, out: &'a mut [f32] } |s, k| {
+    let n = k.cols;
+    for r in 0..k.out.len() / n {
+        let rg = r * n..(r + 1) * n;
+        let sg = row_sum(s, &k.g[rg.clone()]);
+        map2(s, &k.a[rg.clone()], &k.g[rg.clone()], &mut k.out[rg], NlsBwd(sg));
+    }
+});
+
+/// NLS backward from its output `a`: `out = g − r Σg` with `r = softmax(−d) = exp(−a)`.
+pub fn nls_backward(a: &[f32], g: &[f32], cols: usize, out: &mut [f32], par: Par) {
+    rows_of("nls_backward", a.len(), cols);
+    assert!(g.len() == a.len() && out.len() == a.len(), "nls_backward: lengths differ");
+    if a.is_empty() {
+        return;
+    }
+    drive(par, cols, a, g, &[], out, |a, g, _, o| {
+        simd::run(NlsBwdK { a, g, cols, out: o, _p: Default::default() })
+    });
+}
+
+/// Groups at most this wide take the small-group path (per-group scalar max/sum around one
+/// vectorised `exp` over the whole row).
+const SMALL_GROUP: usize = 16;
+
+row_kernel!(SmallGroupSoftmaxK { x: &'a [f32], group: usize, c: f32, out: &'a mut [f32] } |s, k| {
+    let m = k.group;
+    for (xg, og) in k.x.chunks_exact(m).zip(k.out.chunks_exact_mut(m)) {
+        let mx = xg.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if mx == f32::NEG_INFINITY {
+            og.fill(0.0); // all −inf: exp(0) = 1 everywhere, normalised to uniform below
+            continue;
+        }
+        for (o, &v) in og.iter_mut().zip(xg) {
+            *o = (v - mx) * k.c;
+        }
+    }
+    map_inplace(s, k.out, ExpOp);
+    for og in k.out.chunks_exact_mut(m) {
+        let inv = 1.0 / og.iter().sum::<f32>();
+        og.iter_mut().for_each(|v| *v *= inv);
+    }
+});
+
+/// `exp`.
+#[derive(Clone, Copy)]
+struct ExpOp;
+impl Op1 for ExpOp {
+    #[inline(always)]
+    fn f<S: Simd>(self, s: S, x: S::V) -> S::V {
+        vexp(s, x)
+    }
+}
+
+/// Softmax inside each contiguous group of `group` units of every row, temperature `1/c`.
+/// With `group == cols` this is [`softmax`].
+pub fn grouped_softmax(
+    x: &[f32],
+    cols: usize,
+    group: usize,
+    inv_tau: f32,
+    out: &mut [f32],
+    par: Par,
+) {
+    rows_of("grouped_softmax", x.len(), cols);
+    assert!(
+        group > 0 && cols.is_multiple_of(group),
+        "grouped_softmax: group {group} does not divide {cols}"
+    );
+    assert_eq!(
+        out.len(),
+        x.len(),
+        "grouped_softmax: out has {} values, x has {}",
+        out.len(),
+        x.len()
+    );
+    if x.is_empty() {
+        return;
+    }
+    if group > SMALL_GROUP || group == cols {
+        return softmax(x, group, inv_tau, out, par);
+    }
+    drive(par, cols, x, &[], &[], out, |x, _, _, o| {
+        simd::run(SmallGroupSoftmaxK { x, group, c: inv_tau, out: o, _p: Default::default() })
+    });
+}
+
+/// Softmax backward inside groups: `out = s ⊙ (g − ⟨g, s⟩_group) / τ`.
+pub fn grouped_softmax_backward(
+    s: &[f32],
+    g: &[f32],
+    cols: usize,
+    group: usize,
+    inv_tau: f32,
+    out: &mut [f32],
+    par: Par,
+) {
+    rows_of("grouped_softmax_backward", s.len(), cols);
+    assert!(
+        group > 0 && cols.is_multiple_of(group),
+        "grouped_softmax_backward: group {group} does not divide {cols}"
+    );
+    if group > SMALL_GROUP || group == cols {
+        return softmax_backward(s, g, group, inv_tau, out, par);
+    }
+    assert!(g.len() == s.len() && out.len() == s.len(), "grouped_softmax_backward: lengths differ");
+    drive(par, cols, s, g, &[], out, |s, g, _, o| {
+        for ((sg, gg), og) in
+            s.chunks_exact(group).zip(g.chunks_exact(group)).zip(o.chunks_exact_mut(group))
+        {
+            let d: f32 = sg.iter().zip(gg).map(|(a, b)| a * b).sum();
+            for i in 0..group {
+                og[i] = sg[i] * (gg[i] - d) * inv_tau;
+            }
+        }
+    });
+}
+
+/// SoLU inside each group of `group` units: `s = grouped softmax(z)`, `a = z ⊙ s`.
+pub fn grouped_solu(z: &[f32], cols: usize, group: usize, a: &mut [f32], s: &mut [f32], par: Par) {
+    if group > SMALL_GROUP || group == cols {
+        return solu(z, group, a, s, par);
+    }
+    grouped_softmax(z, cols, group, 1.0, s, par);
+    drive(par, cols, z, s, &[], a, |z, s, _, o| {
+        simd::run(MulK { x: z, y: s, out: o, _p: Default::default() })
+    });
+}
+
+row_kernel!(MulK { x: &'a [f32], y: &'a [f32], out: &'a mut [f32] } |s, k| {
+    map2(s, k.x, k.y, k.out, Mul);
+});
+
+/// Grouped SoLU backward: per group `out = s ⊙ (g ⊙ (1 + z) − ⟨g ⊙ z, s⟩_group)`.
+pub fn grouped_solu_backward(
+    z: &[f32],
+    s: &[f32],
+    g: &[f32],
+    cols: usize,
+    group: usize,
+    out: &mut [f32],
+    par: Par,
+) {
+    if group > SMALL_GROUP || group == cols {
+        return solu_backward(z, s, g, group, out, par);
+    }
+    rows_of("grouped_solu_backward", z.len(), cols);
+    assert!(
+        s.len() == z.len() && g.len() == z.len() && out.len() == z.len(),
+        "grouped_solu_backward: lengths differ"
+    );
+    drive(par, cols, z, s, g, out, |z, s, g, o| {
+        for (((zg, sg), gg), og) in z
+            .chunks_exact(group)
+            .zip(s.chunks_exact(group))
+            .zip(g.chunks_exact(group))
+            .zip(o.chunks_exact_mut(group))
+        {
+            let c: f32 = (0..group).map(|i| gg[i] * zg[i] * sg[i]).sum();
+            for i in 0..group {
+                og[i] = if sg[i] > 0.0 { sg[i] * (gg[i] * (1.0 + zg[i]) - c) } else { 0.0 };
+            }
+        }
+    });
+}
+
+struct TauTermsK<'a> {
+    z: &'a [f32],
+    sm: &'a [f32],
+    g: &'a [f32],
+    cols: usize,
+}
+impl Kernel for TauTermsK<'_> {
+    type Output = f64;
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) -> f64 {
+        let n = self.cols;
+        let l = S::LANES;
+        let mut total = 0.0f64;
+        for r in 0..self.z.len() / n {
+            let (zr, sr, gr) = (
+                &self.z[r * n..(r + 1) * n],
+                &self.sm[r * n..(r + 1) * n],
+                &self.g[r * n..(r + 1) * n],
+            );
+            let m = s.splat(row_max(s, zr));
+            let (mut a, mut b, mut c) = (s.zero(), s.zero(), s.zero());
+            let mut i = 0;
+            while i + l <= n {
+                let zs = s.sub(s.load(&zr[i..]), m);
+                let sv = s.load(&sr[i..]);
+                let gs = s.mul(s.load(&gr[i..]), sv);
+                a = s.fma(gs, zs, a);
+                b = s.fma(sv, zs, b);
+                c = s.add(c, gs);
+                i += l;
+            }
+            if i < n {
+                let zs = s.sub(s.load_partial(&zr[i..], 0.0), m);
+                let sv = s.load_partial(&sr[i..], 0.0);
+                let gs = s.mul(s.load_partial(&gr[i..], 0.0), sv);
+                a = s.fma(gs, zs, a);
+                b = s.fma(sv, zs, b);
+                c = s.add(c, gs);
+            }
+            let (a, b, c) =
+                (s.reduce_sum(a) as f64, s.reduce_sum(b) as f64, s.reduce_sum(c) as f64);
+            total += a - b * c;
+        }
+        total
+    }
+}
+
+/// `∂L/∂θ` of a softmax with learned temperature `τ = e^θ`, summed over rows in order:
+/// `−Σ_rows Σ_i g_i s_i (z_i − ⟨z, s⟩)/τ`, evaluated as `−(A − B·C)/τ` with
+/// `A = Σ g s (z − max z)`, `B = ⟨s, z − max z⟩`, `C = Σ g s` (shift-invariant, so the
+/// row max is subtracted first to keep digits at |z| ≈ 1e4).
+pub fn temperature_grad(z: &[f32], s: &[f32], g: &[f32], cols: usize, tau: f32) -> f32 {
+    rows_of("temperature_grad", z.len(), cols);
+    assert!(s.len() == z.len() && g.len() == z.len(), "temperature_grad: lengths differ");
+    if z.is_empty() {
+        return 0.0;
+    }
+    (-simd::run(TauTermsK { z, sm: s, g, cols }) / tau as f64) as f32
 }

@@ -465,3 +465,94 @@ fn threads_bit_identical() {
         assert!(one == two, "1 vs 2 threads differ at cols {cols}");
     }
 }
+
+#[test]
+fn grouped_nls_and_temperature_against_reference() {
+    let mut r = rng(9);
+    for &group in &[1usize, 2, 3, 4, 8, 16, 17, 32] {
+        for &groups in &[1usize, 3, 5] {
+            let cols = group * groups;
+            let rows_n = 3;
+            let x = randv(&mut r, rows_n * cols, -6.0, 6.0);
+            let g = randv(&mut r, rows_n * cols, -1.0, 1.0);
+            let tau = 0.6;
+            let mut s = vec![0.0; x.len()];
+            rows::grouped_softmax(&x, cols, group, 1.0 / tau, &mut s, Par::Seq);
+            let mut b = vec![0.0; x.len()];
+            rows::grouped_softmax_backward(&s, &g, cols, group, 1.0 / tau, &mut b, Par::Seq);
+            let (mut a, mut s1) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            rows::grouped_solu(&x, cols, group, &mut a, &mut s1, Par::Seq);
+            let mut ab = vec![0.0; x.len()];
+            rows::grouped_solu_backward(&x, &s1, &g, cols, group, &mut ab, Par::Seq);
+            for (blk, rg) in (0..x.len()).step_by(group).map(|i| (i, i..i + group)) {
+                let _ = blk;
+                let (xr, gr) = (f64s(&x[rg.clone()]), f64s(&g[rg.clone()]));
+                let sr = rf::softmax(&xr, tau as f64);
+                assert_close("grouped_softmax", &s[rg.clone()], &sr, 3e-6, 1e-7);
+                assert_close(
+                    "grouped_softmax_backward",
+                    &b[rg.clone()],
+                    &rf::softmax_backward(&sr, &gr, tau as f64),
+                    3e-6,
+                    1e-6,
+                );
+                assert_close("grouped_solu", &a[rg.clone()], &rf::solu(&xr), 3e-6, 1e-6);
+                assert_close(
+                    "grouped_solu_backward",
+                    &ab[rg.clone()],
+                    &rf::solu_backward(&xr, &gr),
+                    3e-6,
+                    1e-6,
+                );
+            }
+        }
+    }
+    for &cols in &sizes() {
+        if cols == 0 {
+            continue;
+        }
+        let d = randv(&mut r, 2 * cols, 0.0, 8.0);
+        let g = randv(&mut r, 2 * cols, -1.0, 1.0);
+        let mut a = vec![0.0; d.len()];
+        rows::nls(&d, cols, &mut a, Par::Seq);
+        let mut b = vec![0.0; d.len()];
+        rows::nls_backward(&a, &g, cols, &mut b, Par::Seq);
+        let z = randv(&mut r, 2 * cols, -5.0, 5.0);
+        let tau = 0.8f32;
+        let mut s = vec![0.0; z.len()];
+        rows::softmax(&z, cols, 1.0 / tau, &mut s, Par::Seq);
+        let tg = rows::temperature_grad(&z, &s, &g, cols, tau);
+        let mut want_tg = 0.0;
+        for i in 0..2 {
+            let rg = i * cols..(i + 1) * cols;
+            let (dr, gr) = (f64s(&d[rg.clone()]), f64s(&g[rg.clone()]));
+            let neg: Vec<f64> = dr.iter().map(|v| -v).collect();
+            let want: Vec<f64> = rf::log_softmax(&neg).iter().map(|v| -v).collect();
+            let tol = 2e-6 * (cols as f64).sqrt();
+            assert_close("nls", &a[rg.clone()], &want, tol, tol);
+            let rr = rf::softmax(&neg, 1.0);
+            let sg: f64 = gr.iter().sum();
+            let wb: Vec<f64> = gr.iter().zip(&rr).map(|(g, r)| g - r * sg).collect();
+            assert_close("nls_backward", &b[rg.clone()], &wb, tol, tol);
+            let zr = f64s(&z[rg.clone()]);
+            let sr = rf::softmax(&zr, tau as f64);
+            let zbar: f64 = zr.iter().zip(&sr).map(|(a, b)| a * b).sum();
+            want_tg -= (0..cols).map(|j| gr[j] * sr[j] * (zr[j] - zbar)).sum::<f64>() / tau as f64;
+        }
+        assert!(
+            (tg as f64 - want_tg).abs() < 1e-5 * (1.0 + want_tg.abs()) * (cols as f64).sqrt(),
+            "temperature_grad {tg} vs {want_tg}"
+        );
+    }
+}
+
+#[test]
+fn grouped_softmax_special_rows() {
+    // an all −inf group is uniform; a NaN propagates to its group only
+    let x = [f32::NEG_INFINITY, f32::NEG_INFINITY, 0.0, 1.0, f32::NAN, 0.0];
+    let mut s = [0.0f32; 6];
+    rows::grouped_softmax(&x, 6, 2, 1.0, &mut s, Par::Seq);
+    assert_eq!(&s[..2], &[0.5, 0.5]);
+    assert!((s[2] + s[3] - 1.0).abs() < 1e-6 && s[3] > s[2]);
+    assert!(s[4].is_nan() && s[5].is_nan());
+}

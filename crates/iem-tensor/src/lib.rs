@@ -107,6 +107,15 @@ impl Matrix {
         Matrix { rows, cols, data: vec![0.0; rows * cols] }
     }
 
+    /// Makes this a `rows × cols` matrix, reusing the allocation when it is large enough.
+    /// Values are unspecified afterwards (callers overwrite them); use in hot loops to avoid
+    /// allocating (and page-faulting) a fresh buffer every step.
+    pub fn resize(&mut self, rows: usize, cols: usize) {
+        self.rows = rows;
+        self.cols = cols;
+        self.data.resize(rows * cols, 0.0);
+    }
+
     /// All `v`.
     pub fn filled(rows: usize, cols: usize, v: f32) -> Matrix {
         Matrix { rows, cols, data: vec![v; rows * cols] }
