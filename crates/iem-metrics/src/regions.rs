@@ -1,0 +1,65 @@
+//! Expressiveness of a 2-D layer: how many linear regions its units cut the data's box into.
+
+use crate::hyperplane::Box2;
+use crate::{MetricError, Result};
+use iem_tensor::Matrix;
+use std::collections::BTreeSet;
+
+/// Number of distinct activation patterns `sign(w_j·x + b_j)` over a `grid × grid` lattice
+/// of the box: a lower estimate of the number of linear regions of a ReLU layer (regions
+/// thinner than the grid spacing are missed). O(grid² K).
+pub fn linear_regions(w: &Matrix, b: &[f32], bx: Box2, grid: usize) -> Result<usize> {
+    let (k, d) = w.shape();
+    if d != 2 || b.len() != k {
+        return Err(MetricError::Shape {
+            metric: "linear_regions",
+            detail: format!("needs W: K × 2 and K biases, got {k}×{d} and {}", b.len()),
+        });
+    }
+    let mut seen = BTreeSet::new();
+    for gy in 0..grid {
+        for gx in 0..grid {
+            let x = bx.x0 + (bx.x1 - bx.x0) * (gx as f64 + 0.5) / grid as f64;
+            let y = bx.y0 + (bx.y1 - bx.y0) * (gy as f64 + 0.5) / grid as f64;
+            let pattern: Vec<bool> = (0..k)
+                .map(|j| w.get(j, 0) as f64 * x + w.get(j, 1) as f64 * y + b[j] as f64 > 0.0)
+                .collect();
+            seen.insert(pattern);
+        }
+    }
+    Ok(seen.len())
+}
+
+/// The arrangement bound `1 + K + K(K−1)/2`: the most regions K lines in general position
+/// cut the plane into.
+pub fn arrangement_bound(k: usize) -> usize {
+    1 + k + k * k.saturating_sub(1) / 2
+}
+
+/// Number of distinct arg-max units of the scores `w_j·x + b_j` over the grid (the cells of
+/// a softmax layer: at most K, however the lines fall).
+pub fn argmax_cells(w: &Matrix, b: &[f32], bx: Box2, grid: usize) -> Result<usize> {
+    let (k, d) = w.shape();
+    if d != 2 || b.len() != k || k == 0 {
+        return Err(MetricError::Shape {
+            metric: "argmax_cells",
+            detail: format!("needs W: K × 2 (K ≥ 1) and K biases, got {k}×{d} and {}", b.len()),
+        });
+    }
+    let mut seen = BTreeSet::new();
+    for gy in 0..grid {
+        for gx in 0..grid {
+            let x = bx.x0 + (bx.x1 - bx.x0) * (gx as f64 + 0.5) / grid as f64;
+            let y = bx.y0 + (bx.y1 - bx.y0) * (gy as f64 + 0.5) / grid as f64;
+            let mut best = (f64::NEG_INFINITY, 0usize);
+            for j in 0..k {
+                let s = w.get(j, 0) as f64 * x + w.get(j, 1) as f64 * y + b[j] as f64;
+                if s > best.0 {
+                    best = (s, j);
+                }
+            }
+            seen.insert(best.1);
+        }
+    }
+    Ok(seen.len())
+}
