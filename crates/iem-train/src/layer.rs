@@ -1,0 +1,285 @@
+//! Layers: a forward pass that keeps what its backward pass needs, and a backward pass that
+//! returns the input gradient and the parameter gradients.
+
+use crate::{Result, TrainError};
+use iem_activations::{Activation, Forward, Grads};
+use iem_simd::{Gemm, Par};
+use iem_tensor::Matrix;
+use serde::{Deserialize, Serialize};
+
+/// One layer of a [`crate::Model`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Layer {
+    /// `y = x Wᵀ + b`, `W: out × in`.
+    Linear {
+        /// Weights, `out × in`.
+        w: Matrix,
+        /// Bias, `out`.
+        b: Vec<f32>,
+    },
+    /// An activation of `iem-activations` with its own parameters (τ, LayerNorm γ/β).
+    Act {
+        /// The activation (stored as its JSON spec inside binary checkpoints, because its
+        /// spec form is an internally tagged enum, which bincode cannot decode).
+        #[serde(with = "act_as_json")]
+        act: Activation,
+        /// Its parameters.
+        params: Vec<f32>,
+        /// Input width.
+        width: usize,
+    },
+    /// Squared Euclidean distances to prototypes, `d_j = ‖x − μ_j‖²/(2τ)` (`N × K`).
+    Euclidean {
+        /// Prototypes, `K × D`.
+        mu: Matrix,
+        /// Temperature.
+        tau: f32,
+    },
+    /// Prototype attention: `r = softmax(−‖x − μ_j‖²/(2τ))`, output `Σ_j r_j v_j`. Cost
+    /// O(K (D + D_out)) per sample: competition among learned prototypes.
+    ProtoAttention {
+        /// Prototypes, `K × D`.
+        mu: Matrix,
+        /// Values, `K × D_out`.
+        v: Matrix,
+        /// Temperature.
+        tau: f32,
+    },
+}
+
+/// What a layer's forward pass keeps for its backward pass.
+#[derive(Clone, Debug, Default)]
+pub enum Cache {
+    /// Nothing beyond the input.
+    #[default]
+    None,
+    /// An activation's forward state.
+    Act(Forward),
+    /// Prototype attention's responsibilities.
+    Resp(Matrix),
+}
+
+impl Layer {
+    /// Output width given the input width.
+    pub fn output_width(&self, input: usize) -> usize {
+        match self {
+            Layer::Linear { w, .. } => w.rows(),
+            Layer::Act { act, .. } => act.output_width(input),
+            Layer::Euclidean { mu, .. } => mu.rows(),
+            Layer::ProtoAttention { v, .. } => v.cols(),
+        }
+    }
+
+    /// Input width the layer expects.
+    pub fn input_width(&self) -> usize {
+        match self {
+            Layer::Linear { w, .. } => w.cols(),
+            Layer::Act { width, .. } => *width,
+            Layer::Euclidean { mu, .. } | Layer::ProtoAttention { mu, .. } => mu.cols(),
+        }
+    }
+
+    /// A short name for messages and reports.
+    pub fn name(&self) -> String {
+        match self {
+            Layer::Linear { w, .. } => format!("linear {}→{}", w.cols(), w.rows()),
+            Layer::Act { act, .. } => act.name(),
+            Layer::Euclidean { mu, .. } => format!("euclidean K={}", mu.rows()),
+            Layer::ProtoAttention { mu, v, .. } => {
+                format!("proto_attention K={} →{}", mu.rows(), v.cols())
+            }
+        }
+    }
+
+    /// Whether the layer's input gradient is zero-sum (a competitive activation).
+    pub fn zero_sum(&self) -> bool {
+        matches!(self, Layer::Act { act, .. } if act.zero_sum())
+    }
+
+    /// Parameter tensors, in a fixed order.
+    pub fn params(&self) -> Vec<&[f32]> {
+        match self {
+            Layer::Linear { w, b } => vec![w.as_slice(), b],
+            Layer::Act { params, .. } => {
+                if params.is_empty() {
+                    vec![]
+                } else {
+                    vec![params.as_slice()]
+                }
+            }
+            Layer::Euclidean { mu, .. } => vec![mu.as_slice()],
+            Layer::ProtoAttention { mu, v, .. } => vec![mu.as_slice(), v.as_slice()],
+        }
+    }
+
+    /// Mutable parameter tensors, in the order of [`Layer::params`].
+    pub fn params_mut(&mut self) -> Vec<&mut [f32]> {
+        match self {
+            Layer::Linear { w, b } => vec![w.as_mut_slice(), b.as_mut_slice()],
+            Layer::Act { params, .. } => {
+                if params.is_empty() {
+                    vec![]
+                } else {
+                    vec![params.as_mut_slice()]
+                }
+            }
+            Layer::Euclidean { mu, .. } => vec![mu.as_mut_slice()],
+            Layer::ProtoAttention { mu, v, .. } => vec![mu.as_mut_slice(), v.as_mut_slice()],
+        }
+    }
+
+    /// Forward pass of a batch `x` (`N × in`).
+    pub fn forward(&self, index: usize, x: &Matrix, par: Par) -> Result<(Matrix, Cache)> {
+        if x.cols() != self.input_width() {
+            return Err(TrainError::Shape {
+                layer: index,
+                detail: format!(
+                    "{} expects width {}, got {}",
+                    self.name(),
+                    self.input_width(),
+                    x.cols()
+                ),
+            });
+        }
+        let n = x.rows();
+        match self {
+            Layer::Linear { w, b } => {
+                let mut y = Matrix::zeros(n, w.rows());
+                Gemm::nt(n, w.cols(), w.rows(), x.as_slice(), w.as_slice())
+                    .with_bias(b)
+                    .run(y.as_mut_slice(), par);
+                Ok((y, Cache::None))
+            }
+            Layer::Act { act, params, .. } => {
+                let f = act
+                    .forward(params, x, par)
+                    .map_err(|e| TrainError::Config(format!("layer {index}: {e}")))?;
+                Ok((f.out.clone(), Cache::Act(f)))
+            }
+            Layer::Euclidean { mu, tau } => Ok((euclidean(x, mu, *tau, par), Cache::None)),
+            Layer::ProtoAttention { mu, v, tau } => {
+                let d = euclidean(x, mu, *tau, par);
+                let neg = d.map(|v| -v);
+                let mut r = Matrix::zeros(n, mu.rows());
+                iem_simd::rows::softmax(neg.as_slice(), mu.rows(), 1.0, r.as_mut_slice(), par);
+                let mut out = Matrix::zeros(n, v.cols());
+                Gemm::nn(n, mu.rows(), v.cols(), r.as_slice(), v.as_slice())
+                    .run(out.as_mut_slice(), par);
+                Ok((out, Cache::Resp(r)))
+            }
+        }
+    }
+
+    /// Backward pass: from `g = ∂L/∂y` returns `∂L/∂x` and the parameter gradients (in the
+    /// order of [`Layer::params`]).
+    pub fn backward(
+        &self,
+        index: usize,
+        x: &Matrix,
+        cache: &Cache,
+        g: &Matrix,
+        par: Par,
+    ) -> Result<(Matrix, Vec<Vec<f32>>)> {
+        let n = x.rows();
+        match (self, cache) {
+            (Layer::Linear { w, .. }, _) => {
+                let (o, i) = w.shape();
+                let mut dw = vec![0.0f32; o * i];
+                Gemm::tn(o, n, i, g.as_slice(), x.as_slice()).run(&mut dw, par);
+                let db = g.col_sums();
+                let mut dx = Matrix::zeros(n, i);
+                Gemm::nn(n, o, i, g.as_slice(), w.as_slice()).run(dx.as_mut_slice(), par);
+                Ok((dx, vec![dw, db]))
+            }
+            (Layer::Act { act, params, .. }, Cache::Act(f)) => {
+                let Grads { dz, dparams } = act
+                    .vjp(params, x, f, g, par)
+                    .map_err(|e| TrainError::Config(format!("layer {index}: {e}")))?;
+                Ok((dz, if params.is_empty() { vec![] } else { vec![dparams] }))
+            }
+            (Layer::Euclidean { mu, tau }, _) => {
+                let (dx, dmu) = euclidean_backward(x, mu, *tau, g, par);
+                Ok((dx, vec![dmu]))
+            }
+            (Layer::ProtoAttention { mu, v, tau }, Cache::Resp(r)) => {
+                let (k, dout) = v.shape();
+                // dV = rᵀ g ; dr = g Vᵀ ; dlogits = softmax backward ; dd = −dlogits.
+                let mut dv = vec![0.0f32; k * dout];
+                Gemm::tn(k, n, dout, r.as_slice(), g.as_slice()).run(&mut dv, par);
+                let mut dr = Matrix::zeros(n, k);
+                Gemm::nt(n, dout, k, g.as_slice(), v.as_slice()).run(dr.as_mut_slice(), par);
+                let mut dl = Matrix::zeros(n, k);
+                iem_simd::rows::softmax_backward(
+                    r.as_slice(),
+                    dr.as_slice(),
+                    k,
+                    1.0,
+                    dl.as_mut_slice(),
+                    par,
+                );
+                let dd = dl.map(|v| -v);
+                let (dx, dmu) = euclidean_backward(x, mu, *tau, &dd, par);
+                Ok((dx, vec![dmu, dv]))
+            }
+            _ => Err(TrainError::Config(format!(
+                "layer {index}: backward called with a cache from another layer kind"
+            ))),
+        }
+    }
+}
+
+/// `‖x − μ_j‖²/(2τ)` through one GEMM (clamped at 0).
+fn euclidean(x: &Matrix, mu: &Matrix, tau: f32, par: Par) -> Matrix {
+    let (n, d, k) = (x.rows(), x.cols(), mu.rows());
+    let mut out = Matrix::zeros(n, k);
+    iem_simd::distance::sq_distances(x.as_slice(), mu.as_slice(), n, d, k, out.as_mut_slice(), par);
+    let c = 1.0 / (2.0 * tau);
+    out.as_mut_slice().iter_mut().for_each(|v| *v *= c);
+    out
+}
+
+/// `dX = (diag(rowsum G) X − G μ)/τ`, `dμ = (diag(colsum G) μ − Gᵀ X)/τ`.
+fn euclidean_backward(
+    x: &Matrix,
+    mu: &Matrix,
+    tau: f32,
+    g: &Matrix,
+    par: Par,
+) -> (Matrix, Vec<f32>) {
+    let (n, d, k) = (x.rows(), x.cols(), mu.rows());
+    let it = 1.0 / tau;
+    let mut dx = Matrix::zeros(n, d);
+    Gemm::nn(n, k, d, g.as_slice(), mu.as_slice()).scaled(-it, 0.0).run(dx.as_mut_slice(), par);
+    for i in 0..n {
+        let s: f32 = g.row(i).iter().sum::<f32>() * it;
+        let xi = x.row(i).to_vec();
+        for (o, xv) in dx.row_mut(i).iter_mut().zip(xi) {
+            *o += s * xv;
+        }
+    }
+    let mut dmu = vec![0.0f32; k * d];
+    Gemm::tn(k, n, d, g.as_slice(), x.as_slice()).scaled(-it, 0.0).run(&mut dmu, par);
+    let cs = g.col_sums();
+    for j in 0..k {
+        for c in 0..d {
+            dmu[j * d + c] += cs[j] * it * mu.get(j, c);
+        }
+    }
+    (dx, dmu)
+}
+
+/// Serialises an [`Activation`] as its JSON text, so formats without self-description
+/// (bincode) can carry the internally tagged spec enum.
+mod act_as_json {
+    use iem_activations::Activation;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(a: &Activation, s: S) -> Result<S::Ok, S::Error> {
+        serde_json::to_string(a).map_err(serde::ser::Error::custom)?.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Activation, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text).map_err(D::Error::custom)
+    }
+}

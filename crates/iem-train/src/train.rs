@@ -1,0 +1,563 @@
+//! Trainers: end-to-end (approach 2), greedy layer-wise (approach 1), and fine-tuning.
+
+use crate::optim::{OptimConfig, Optimizer};
+use crate::{Model, ParamGrads, Result, Trace, TrainError};
+use iem_losses::loss::{Reduction, cross_entropy, lse_loss, mse, soft_cross_entropy};
+use iem_losses::volume::{self, VolumeControl};
+use iem_simd::Par;
+use iem_tensor::Matrix;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+
+/// The training objective on the model's output (mean over the batch).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Loss {
+    /// Cross-entropy against integer labels (one per sample of the full data set).
+    CrossEntropy(Vec<usize>),
+    /// Reconstruction MSE against targets (rows of the full data set), per sample.
+    Mse(Matrix),
+    /// The implicit-EM loss on the output read as distances (unsupervised).
+    Lse,
+    /// No objective on the output: only the auxiliary terms (greedy stages use this).
+    Zero,
+}
+
+/// An auxiliary objective on one layer's output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuxKind {
+    /// A volume control: on responsibilities (balance, usage entropy, mutual information,
+    /// Sinkhorn — the output must be on the simplex), on activations (variance,
+    /// decorrelation, log-det covariance, VICReg), or on the layer's weights
+    /// (orthogonality; the layer must be linear). Reparameterisations (weight norm, learned
+    /// temperature, log-det distances) are model choices, not penalties, and are rejected.
+    Control {
+        /// The control and its weight.
+        control: VolumeControl,
+    },
+    /// A kept per-layer LSE objective `weight · mean LSE(d)` with `d` the layer's output
+    /// (`negate`: `d = −output`, for scores).
+    Lse {
+        /// Weight.
+        weight: f64,
+        /// Read the output as scores.
+        negate: bool,
+    },
+}
+
+/// An auxiliary objective attached to layer `layer`'s output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Aux {
+    /// Layer index.
+    pub layer: usize,
+    /// The objective.
+    pub kind: AuxKind,
+}
+
+/// What a collapse alarm does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmAction {
+    /// Record a warning in the report.
+    #[default]
+    Warn,
+    /// Stop with [`TrainError::Collapse`].
+    Stop,
+}
+
+/// Collapse alarms, checked at the end of each epoch on layers whose output lies on the
+/// simplex (softmax-family activations).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Alarms {
+    /// Fire when one unit's mean responsibility exceeds this (e.g. 0.9).
+    pub max_usage: Option<f64>,
+    /// Fire when at least this many units have mean responsibility below 0.01.
+    pub dead_units: Option<usize>,
+    /// What to do.
+    #[serde(default)]
+    pub action: AlarmAction,
+}
+
+/// Training configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Passes over the data.
+    pub epochs: usize,
+    /// Mini-batch size; 0 means full batch.
+    pub batch: usize,
+    /// Seed of the shuffling stream.
+    pub seed: u64,
+    /// Optimiser.
+    pub optim: OptimConfig,
+    /// Collapse alarms.
+    #[serde(default)]
+    pub alarms: Alarms,
+    /// Parallelism of the kernels.
+    #[serde(skip)]
+    pub par: Par,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 10,
+            batch: 64,
+            seed: 0,
+            optim: OptimConfig::adam(1e-3),
+            alarms: Alarms::default(),
+            par: Par::Seq,
+        }
+    }
+}
+
+/// What an observer sees after every step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepInfo {
+    /// Step index (0-based, over the whole run).
+    pub step: usize,
+    /// Epoch.
+    pub epoch: usize,
+    /// Batch loss (objective plus auxiliary terms).
+    pub loss: f64,
+    /// Gradient norm of each trained layer's parameters.
+    pub grad_norms: Vec<f64>,
+    /// `(layer, max_n |Σ_j ∂L/∂z_nj|)` for each zero-sum (competitive) layer: the
+    /// zero-sum residual, 0 to rounding when competition is exact.
+    pub zero_sum: Vec<(usize, f64)>,
+}
+
+/// Receives progress without the trainer knowing about terminals or files.
+pub trait Observer {
+    /// Called after every optimisation step.
+    fn on_step(&mut self, _info: &StepInfo) {}
+    /// Called after every epoch with the epoch's mean loss.
+    fn on_epoch(&mut self, _epoch: usize, _mean_loss: f64) {}
+}
+
+impl Observer for () {}
+
+/// Collects every step into memory.
+#[derive(Clone, Debug, Default)]
+pub struct Recorder {
+    /// Every step seen.
+    pub steps: Vec<StepInfo>,
+    /// Mean loss per epoch.
+    pub epochs: Vec<f64>,
+}
+
+impl Observer for Recorder {
+    fn on_step(&mut self, info: &StepInfo) {
+        self.steps.push(info.clone());
+    }
+    fn on_epoch(&mut self, _e: usize, l: f64) {
+        self.epochs.push(l);
+    }
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// Optimisation steps taken.
+    pub steps: usize,
+    /// Mean loss of the last epoch.
+    pub final_loss: f64,
+    /// Mean loss per epoch.
+    pub epoch_loss: Vec<f64>,
+    /// Alarms that fired with action `Warn`.
+    pub warnings: Vec<String>,
+}
+
+fn batches(n: usize, batch: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<usize>> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = rng.random_range(0..=i);
+        idx.swap(i, j);
+    }
+    let b = if batch == 0 { n.max(1) } else { batch };
+    idx.chunks(b).map(|c| c.to_vec()).collect()
+}
+
+fn err_loss(e: impl std::fmt::Display) -> TrainError {
+    TrainError::Loss(e.to_string())
+}
+
+/// Value and gradient of the main loss on the batch output.
+fn main_loss(loss: &Loss, out: &Matrix, idx: &[usize]) -> Result<(f64, Matrix)> {
+    let (n, c) = out.shape();
+    let (v, g) = match loss {
+        Loss::CrossEntropy(labels) => {
+            let y: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
+            let o = cross_entropy(out.as_slice(), &y, c, Reduction::Mean).map_err(err_loss)?;
+            (o.value, o.grad)
+        }
+        Loss::Mse(t) => {
+            let tb = t.select_rows(idx);
+            let o = mse(out.as_slice(), tb.as_slice(), c, Reduction::Mean).map_err(err_loss)?;
+            (o.value, o.grad)
+        }
+        Loss::Lse => {
+            let o = lse_loss(out.as_slice(), c, Reduction::Mean).map_err(err_loss)?;
+            (o.value, o.grad)
+        }
+        Loss::Zero => (0.0, vec![0.0; n * c]),
+    };
+    Ok((v, Matrix::from_vec(n, c, g).map_err(err_loss)?))
+}
+
+/// Value and gradient (w.r.t. the layer output) of an auxiliary objective; weight
+/// gradients for orthogonality are returned separately.
+fn aux_term(
+    kind: &AuxKind,
+    a: &Matrix,
+    weights: Option<&Matrix>,
+) -> Result<(f64, Option<Matrix>, Option<Vec<f32>>)> {
+    let (n, k) = a.shape();
+    let wrap = |g: Vec<f32>, s: f64| {
+        Matrix::from_vec(n, k, g.into_iter().map(|v| v * s as f32).collect()).map_err(err_loss)
+    };
+    match kind {
+        AuxKind::Lse { weight, negate } => {
+            let d: Vec<f32> = if *negate {
+                a.as_slice().iter().map(|v| -v).collect()
+            } else {
+                a.as_slice().to_vec()
+            };
+            let o = lse_loss(&d, k, Reduction::Mean).map_err(err_loss)?;
+            let s = if *negate { -weight } else { *weight };
+            Ok((weight * o.value, Some(wrap(o.grad, s)?), None))
+        }
+        AuxKind::Control { control } => {
+            let r = a.as_slice();
+            let (w, p) = match *control {
+                VolumeControl::Balance { weight } => (weight, volume::balance_kl(r, k)),
+                VolumeControl::UsageEntropy { weight } => (weight, volume::usage_entropy(r, k)),
+                VolumeControl::MutualInformation { weight } => {
+                    (weight, volume::mutual_information(r, k))
+                }
+                VolumeControl::Variance { weight, eps } => (weight, volume::variance(r, k, eps)),
+                VolumeControl::Decorrelation { weight } => (weight, volume::decorrelation(r, k)),
+                VolumeControl::LogDetCov { weight, eps } => (weight, volume::logdet_cov(r, k, eps)),
+                VolumeControl::VicregStd { weight, gamma } => {
+                    (weight, volume::vicreg_std(r, k, gamma, 1e-4))
+                }
+                VolumeControl::Sinkhorn { weight, eps, iters } => {
+                    let q = volume::sinkhorn(r, k, eps, iters).map_err(err_loss)?;
+                    let o = soft_cross_entropy(r, &q, k, Reduction::Mean).map_err(err_loss)?;
+                    return Ok((weight * o.value, Some(wrap(o.grad, weight)?), None));
+                }
+                VolumeControl::Orthogonality { weight } => {
+                    let w = weights.ok_or_else(|| {
+                        TrainError::Config("orthogonality needs a linear layer".into())
+                    })?;
+                    let p = volume::orthogonality(w.as_slice(), w.rows(), w.cols())
+                        .map_err(err_loss)?;
+                    let g = p.grad.iter().map(|v| v * weight as f32).collect();
+                    return Ok((weight * p.value, None, Some(g)));
+                }
+                VolumeControl::None => return Ok((0.0, None, None)),
+                VolumeControl::WeightNorm
+                | VolumeControl::LearnedTemperature
+                | VolumeControl::LogDet => {
+                    return Err(TrainError::Config(format!(
+                        "{control:?} is a model choice (reparameterisation or distance), not an auxiliary penalty"
+                    )));
+                }
+            };
+            let p = p.map_err(err_loss)?;
+            Ok((w * p.value, Some(wrap(p.grad, w)?), None))
+        }
+    }
+}
+
+fn check_finite_grads(step: usize, from: usize, grads: &ParamGrads) -> Result<()> {
+    for (i, g) in grads.iter().enumerate() {
+        if g.iter().flatten().any(|v| !v.is_finite()) {
+            return Err(TrainError::NonFinite {
+                step,
+                layer: Some(from + i),
+                quantity: "gradient",
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_finite_weights(step: usize, model: &Model, layers: Range<usize>) -> Result<()> {
+    for l in layers {
+        if model.layers[l].params().iter().any(|p| p.iter().any(|v| !v.is_finite())) {
+            return Err(TrainError::NonFinite { step, layer: Some(l), quantity: "weight" });
+        }
+    }
+    Ok(())
+}
+
+fn zero_sums(model: &Model, from: usize, input_grads: &[Matrix]) -> Vec<(usize, f64)> {
+    input_grads
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| model.layers[from + i].zero_sum())
+        .map(|(i, g)| {
+            let k = g.cols().max(1);
+            let r = g
+                .as_slice()
+                .chunks(k)
+                .map(|r| r.iter().map(|&v| v as f64).sum::<f64>().abs())
+                .fold(0.0, f64::max);
+            (from + i, r)
+        })
+        .collect()
+}
+
+/// Checks the alarms on every simplex-valued layer of a full forward pass.
+fn alarms(
+    model: &Model,
+    x: &Matrix,
+    cfg: &TrainConfig,
+    step: usize,
+    report: &mut TrainReport,
+) -> Result<()> {
+    if cfg.alarms.max_usage.is_none() && cfg.alarms.dead_units.is_none() {
+        return Ok(());
+    }
+    let t = model.forward(x, cfg.par)?;
+    for (l, layer) in model.layers.iter().enumerate() {
+        let simplex = matches!(layer, crate::Layer::Act { act, .. } if matches!(act,
+            iem_activations::Activation::Softmax { .. } | iem_activations::Activation::Sparsemax | iem_activations::Activation::Entmax15));
+        if !simplex {
+            continue;
+        }
+        let usage = t.values[l + 1].col_means_f64();
+        let max = usage.iter().copied().fold(0.0, f64::max);
+        let dead = usage.iter().filter(|&&u| u < 0.01).count();
+        let mut msg = None;
+        if let Some(m) = cfg.alarms.max_usage
+            && max > m
+        {
+            msg = Some(format!("winner-take-all: max usage {max:.3} > {m}"));
+        }
+        if let Some(d) = cfg.alarms.dead_units
+            && dead >= d
+        {
+            msg = Some(format!("{dead} dead units (usage < 0.01)"));
+        }
+        if let Some(detail) = msg {
+            match cfg.alarms.action {
+                AlarmAction::Stop => return Err(TrainError::Collapse { step, layer: l, detail }),
+                AlarmAction::Warn => {
+                    report.warnings.push(format!("step {step}, layer {l}: {detail}"))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// End-to-end training (approach 2) of the whole model on `loss`, with auxiliary
+/// objectives on layer outputs.
+pub fn end_to_end(
+    model: &mut Model,
+    x: &Matrix,
+    loss: &Loss,
+    aux: &[Aux],
+    cfg: &TrainConfig,
+    obs: &mut dyn Observer,
+) -> Result<TrainReport> {
+    let to = model.layers.len();
+    train_range(model, x, 0..to, loss, aux, cfg, obs)
+}
+
+/// Trains layers `range` (the others frozen) on `loss` applied to the output of the last
+/// layer of `range`. Layers before the range are computed once per batch, frozen.
+pub fn train_range(
+    model: &mut Model,
+    x: &Matrix,
+    range: Range<usize>,
+    loss: &Loss,
+    aux: &[Aux],
+    cfg: &TrainConfig,
+    obs: &mut dyn Observer,
+) -> Result<TrainReport> {
+    model.check()?;
+    let n = x.rows();
+    if n == 0 {
+        return Err(TrainError::Config("the training set is empty".into()));
+    }
+    match loss {
+        Loss::CrossEntropy(y) if y.len() != n => {
+            return Err(TrainError::Config(format!("{} labels for {n} samples", y.len())));
+        }
+        Loss::Mse(t) if t.rows() != n => {
+            return Err(TrainError::Config(format!("{} targets for {n} samples", t.rows())));
+        }
+        _ => {}
+    }
+    for a in aux {
+        if !range.contains(&a.layer) {
+            return Err(TrainError::Config(format!(
+                "auxiliary objective on layer {} outside the trained layers {range:?}",
+                a.layer
+            )));
+        }
+    }
+    if x.as_slice().iter().any(|v| !v.is_finite()) {
+        return Err(TrainError::NonFinite { step: 0, layer: None, quantity: "input" });
+    }
+    let steps_per_epoch = if cfg.batch == 0 { 1 } else { n.div_ceil(cfg.batch) };
+    let mut opt = Optimizer::new(cfg.optim, model, cfg.epochs * steps_per_epoch);
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut report = TrainReport::default();
+    let frozen_input = if range.start > 0 {
+        Some(model.forward_range(x, 0, range.start, cfg.par)?.output().clone())
+    } else {
+        None
+    };
+    let base = frozen_input.as_ref().unwrap_or(x);
+    let mut step = 0;
+    for epoch in 0..cfg.epochs {
+        let mut total = 0.0;
+        let bs = batches(n, cfg.batch, &mut rng);
+        let nb = bs.len();
+        for idx in bs {
+            let xb = base.select_rows(&idx);
+            let trace: Trace = model.forward_range(&xb, range.start, range.end, cfg.par)?;
+            for (i, v) in trace.values.iter().enumerate().skip(1) {
+                if v.as_slice().iter().any(|x| !x.is_finite()) {
+                    return Err(TrainError::NonFinite {
+                        step,
+                        layer: Some(range.start + i - 1),
+                        quantity: "activation",
+                    });
+                }
+            }
+            let (mut value, g) = main_loss(loss, trace.output(), &idx)?;
+            let mut extra = Vec::new();
+            let mut weight_extra: Vec<(usize, Vec<f32>)> = Vec::new();
+            for a in aux {
+                let w = match &model.layers[a.layer] {
+                    crate::Layer::Linear { w, .. } => Some(w),
+                    _ => None,
+                };
+                let (v, ga, gw) = aux_term(&a.kind, &trace.values[a.layer - range.start + 1], w)?;
+                value += v;
+                if let Some(ga) = ga {
+                    extra.push((a.layer, ga));
+                }
+                if let Some(gw) = gw {
+                    weight_extra.push((a.layer, gw));
+                }
+            }
+            if !value.is_finite() {
+                return Err(TrainError::NonFinite { step, layer: None, quantity: "loss" });
+            }
+            let (mut grads, input_grads) =
+                model.backward_range(&trace, range.start, g, &extra, cfg.par)?;
+            for (l, gw) in weight_extra {
+                grads[l - range.start][0].iter_mut().zip(gw).for_each(|(a, b)| *a += b);
+            }
+            check_finite_grads(step, range.start, &grads)?;
+            let grad_norms = grads
+                .iter()
+                .map(|g| g.iter().flatten().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt())
+                .collect();
+            let zs = zero_sums(model, range.start, &input_grads);
+            opt.step(model, range.clone(), &mut grads);
+            check_finite_weights(step, model, range.clone())?;
+            obs.on_step(&StepInfo { step, epoch, loss: value, grad_norms, zero_sum: zs });
+            total += value;
+            step += 1;
+        }
+        let mean = total / nb as f64;
+        report.epoch_loss.push(mean);
+        obs.on_epoch(epoch, mean);
+        alarms(model, x, cfg, step, &mut report)?;
+    }
+    report.steps = step;
+    report.final_loss = report.epoch_loss.last().copied().unwrap_or(f64::NAN);
+    Ok(report)
+}
+
+/// One greedy stage: train `layers` (the earlier ones frozen) to minimise the LSE of the
+/// distances read at the output of `layers.end − 1` (`negate`: the output is a score,
+/// `d = −output`) plus a volume control, until converged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    /// The layers trained in this stage.
+    pub layers: Range<usize>,
+    /// Read the stage output as scores rather than distances.
+    pub negate: bool,
+    /// The volume control (applied to the stage output).
+    pub control: VolumeControl,
+}
+
+/// When a greedy stage stops.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Convergence {
+    /// Stop when the epoch loss improves by less than this fraction of its magnitude.
+    pub rel_tol: f64,
+    /// ... or after this many epochs.
+    pub max_epochs: usize,
+}
+
+/// One stage's outcome.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageReport {
+    /// Epochs run.
+    pub epochs: usize,
+    /// Whether `rel_tol` was met before `max_epochs`.
+    pub converged: bool,
+    /// Final epoch loss.
+    pub final_loss: f64,
+}
+
+/// Greedy layer-wise training (approach 1): each stage in order, each until convergence,
+/// then frozen.
+pub fn greedy(
+    model: &mut Model,
+    x: &Matrix,
+    stages: &[Stage],
+    conv: Convergence,
+    cfg: &TrainConfig,
+    obs: &mut dyn Observer,
+) -> Result<Vec<StageReport>> {
+    let mut out = Vec::new();
+    for (si, st) in stages.iter().enumerate() {
+        if st.layers.is_empty() || st.layers.end > model.layers.len() {
+            return Err(TrainError::Config(format!(
+                "stage {si}: layers {:?} out of range",
+                st.layers
+            )));
+        }
+        let last = st.layers.end - 1;
+        let mut aux =
+            vec![Aux { layer: last, kind: AuxKind::Lse { weight: 1.0, negate: st.negate } }];
+        if st.control != VolumeControl::None {
+            aux.push(Aux { layer: last, kind: AuxKind::Control { control: st.control.clone() } });
+        }
+        let mut prev = f64::INFINITY;
+        let (mut epochs, mut converged, mut last_loss) = (0, false, f64::NAN);
+        while epochs < conv.max_epochs {
+            let c = TrainConfig {
+                epochs: 1,
+                seed: cfg.seed.wrapping_add((si * 1_000_003 + epochs) as u64),
+                ..cfg.clone()
+            };
+            let r = train_range(model, x, st.layers.clone(), &Loss::Zero, &aux, &c, obs)?;
+            epochs += 1;
+            last_loss = r.final_loss;
+            if (prev - last_loss).abs() <= conv.rel_tol * last_loss.abs().max(1e-12) {
+                converged = true;
+                break;
+            }
+            prev = last_loss;
+        }
+        out.push(StageReport { epochs, converged, final_loss: last_loss });
+    }
+    Ok(out)
+}

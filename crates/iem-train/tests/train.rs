@@ -1,0 +1,411 @@
+//! Model gradients against finite differences for every layer kind, determinism across
+//! thread counts, typed failures, greedy and end-to-end training, probes, and checkpoint
+//! robustness under thousands of corrupted inputs.
+
+use iem_activations::check::{Tolerance, check_directional};
+use iem_activations::{Activation, Temperature};
+use iem_losses::volume::VolumeControl;
+use iem_simd::Par;
+use iem_tensor::Matrix;
+use iem_train::checkpoint::{self, CheckpointError};
+use iem_train::optim::OptimConfig;
+use iem_train::train::{
+    self, AlarmAction, Alarms, Aux, AuxKind, Convergence, Loss, Recorder, Stage, TrainConfig,
+};
+use iem_train::{Init, Layer, Model, TrainError, probe};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn flat(m: &Model) -> Vec<f64> {
+    m.layers
+        .iter()
+        .flat_map(|l| {
+            l.params().into_iter().flat_map(|p| p.iter().map(|&v| v as f64).collect::<Vec<_>>())
+        })
+        .collect()
+}
+
+fn set_flat(m: &mut Model, v: &[f64]) {
+    let mut i = 0;
+    for l in m.layers.iter_mut() {
+        for p in l.params_mut() {
+            for x in p.iter_mut() {
+                *x = v[i] as f32;
+                i += 1;
+            }
+        }
+    }
+}
+
+fn loss_of(m: &Model, x: &Matrix, y: &[usize]) -> f64 {
+    let out = m.predict(x, Par::Seq).unwrap();
+    iem_losses::loss::cross_entropy(
+        out.as_slice(),
+        y,
+        out.cols(),
+        iem_losses::loss::Reduction::Mean,
+    )
+    .unwrap()
+    .value
+}
+
+fn grad_of(m: &Model, x: &Matrix, y: &[usize]) -> Vec<f64> {
+    let t = m.forward(x, Par::Seq).unwrap();
+    let out = t.output();
+    let o = iem_losses::loss::cross_entropy(
+        out.as_slice(),
+        y,
+        out.cols(),
+        iem_losses::loss::Reduction::Mean,
+    )
+    .unwrap();
+    let g = Matrix::from_vec(out.rows(), out.cols(), o.grad).unwrap();
+    let (grads, _) = m.backward_range(&t, 0, g, &[], Par::Seq).unwrap();
+    grads.into_iter().flatten().flatten().map(|v| v as f64).collect()
+}
+
+fn models() -> Vec<Model> {
+    let mut r = ChaCha8Rng::seed_from_u64(1);
+    let mut mats = |a, b| Matrix::from_fn(a, b, |_, _| r.random_range(-1.0f32..1.0));
+    let mut v = vec![
+        Model::mlp(
+            &[3, 6, 6, 3],
+            &[
+                Activation::Softmax { temperature: Temperature::Learned(0.8) },
+                Activation::LayerNorm { eps: 1e-5 },
+            ],
+            Init::PytorchDefault,
+            2,
+        )
+        .unwrap(),
+        Model::mlp(
+            &[3, 6, 6, 3],
+            &[Activation::Solu, Activation::GroupedSoftmax { group: 3, tau: 0.7 }],
+            Init::XavierUniform,
+            3,
+        )
+        .unwrap(),
+        Model::mlp(&[3, 6, 3], &[Activation::Entmax15], Init::Normal(0.8), 4).unwrap(),
+    ];
+    let (w, b) = (mats(5, 3), vec![0.1f32; 5]);
+    let mu = mats(4, 5);
+    let (w2, b2) = (mats(3, 4), vec![0.0f32; 3]);
+    v.push(Model {
+        layers: vec![
+            Layer::Linear { w, b },
+            Layer::Euclidean { mu, tau: 0.9 },
+            Layer::Act { act: Activation::Nls, params: vec![], width: 4 },
+            Layer::Linear { w: w2, b: b2 },
+        ],
+    });
+    let (w, b) = (mats(4, 3), vec![0.0f32; 4]);
+    v.push(Model {
+        layers: vec![
+            Layer::Linear { w, b },
+            Layer::ProtoAttention { mu: mats(5, 4), v: mats(5, 3), tau: 0.6 },
+        ],
+    });
+    v
+}
+
+#[test]
+fn model_gradients_pass_the_checker() {
+    let mut r = ChaCha8Rng::seed_from_u64(5);
+    let x = Matrix::from_fn(7, 3, |_, _| r.random_range(-1.5f32..1.5));
+    let y: Vec<usize> = (0..7).map(|i| i % 3).collect();
+    // f32 forward passes: step 1e-3 with Richardson, tolerances set by f32 rounding.
+    let tol = Tolerance { step: 1e-2, rtol: 2e-3, atol: 1e-5, richardson: true };
+    for (mi, m) in models().into_iter().enumerate() {
+        let p0 = flat(&m);
+        let g = grad_of(&m, &x, &y);
+        let f = |p: &[f64]| {
+            let mut mm = m.clone();
+            set_flat(&mut mm, p);
+            loss_of(&mm, &x, &y)
+        };
+        check_directional(f, &p0, &g, 8, mi as u64, tol)
+            .unwrap_or_else(|e| panic!("model {mi}: {e}"));
+    }
+}
+
+fn toy(n: usize, seed: u64) -> (Matrix, Vec<usize>) {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    let y: Vec<usize> = (0..n).map(|i| i % 3).collect();
+    let x = Matrix::from_fn(n, 2, |i, j| {
+        let c = [(0.0, 2.0), (2.0, -1.0), (-2.0, -1.0)][y[i]];
+        (if j == 0 { c.0 } else { c.1 }) + r.random_range(-0.6f32..0.6)
+    });
+    (x, y)
+}
+
+#[test]
+fn same_weights_bit_for_bit_with_1_or_2_threads() {
+    let (x, y) = toy(300, 7);
+    let run = |par: Par| {
+        let mut m = Model::mlp(
+            &[2, 64, 64, 3],
+            &[Activation::Softmax { temperature: Temperature::Learned(1.0) }, Activation::Solu],
+            Init::PytorchDefault,
+            11,
+        )
+        .unwrap();
+        let cfg = TrainConfig {
+            epochs: 3,
+            batch: 64,
+            seed: 5,
+            optim: OptimConfig::adam(1e-2),
+            par,
+            ..TrainConfig::default()
+        };
+        train::end_to_end(
+            &mut m,
+            &x,
+            &Loss::CrossEntropy(y.clone()),
+            &[Aux {
+                layer: 1,
+                kind: AuxKind::Control { control: VolumeControl::Balance { weight: 0.1 } },
+            }],
+            &cfg,
+            &mut (),
+        )
+        .unwrap();
+        m
+    };
+    let one =
+        rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| run(Par::Seq));
+    let two = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap()
+        .install(|| run(Par::Rayon(2)));
+    assert_eq!(one, two);
+}
+
+#[test]
+fn end_to_end_learns_and_observes() {
+    let (x, y) = toy(240, 8);
+    let mut m = Model::mlp(
+        &[2, 16, 3],
+        &[Activation::GroupedSoftmax { group: 4, tau: 1.0 }],
+        Init::PytorchDefault,
+        3,
+    )
+    .unwrap();
+    let cfg = TrainConfig {
+        epochs: 40,
+        batch: 32,
+        seed: 1,
+        optim: OptimConfig::adam(2e-2),
+        ..TrainConfig::default()
+    };
+    let mut rec = Recorder::default();
+    let rep =
+        train::end_to_end(&mut m, &x, &Loss::CrossEntropy(y.clone()), &[], &cfg, &mut rec).unwrap();
+    assert_eq!(rep.steps, 40 * 8);
+    assert!(
+        rep.final_loss < rep.epoch_loss[0] * 0.5,
+        "loss {:?}",
+        (rep.epoch_loss[0], rep.final_loss)
+    );
+    // the grouped-softmax layer (index 1) is zero-sum: its residual is rounding only
+    assert!(rec.steps.iter().all(|s| s.zero_sum.iter().all(|&(l, r)| l == 1 && r < 1e-5)));
+    let out = m.predict(&x, Par::Seq).unwrap();
+    let acc = (0..240)
+        .filter(|&i| {
+            let r = out.row(i);
+            let p = (0..3).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap();
+            p == y[i]
+        })
+        .count();
+    assert!(acc > 220, "accuracy {acc}/240");
+}
+
+#[test]
+fn failures_are_typed() {
+    let (x, y) = toy(30, 9);
+    let mut m = Model::mlp(&[2, 4, 3], &[Activation::Relu], Init::PytorchDefault, 1).unwrap();
+    // exploding learning rate: a non-finite value is reported with its step and place
+    let cfg = TrainConfig {
+        epochs: 200,
+        batch: 10,
+        seed: 1,
+        optim: OptimConfig::sgd(1e30, 0.0),
+        ..TrainConfig::default()
+    };
+    match train::end_to_end(&mut m, &x, &Loss::CrossEntropy(y.clone()), &[], &cfg, &mut ()) {
+        Err(TrainError::NonFinite { step, quantity, .. }) => {
+            assert!(step < 200 * 3 && !quantity.is_empty())
+        }
+        other => panic!("expected a NonFinite error, got {other:?}"),
+    }
+    let mut bad = x.clone();
+    bad.set(3, 1, f32::NAN);
+    assert!(matches!(
+        train::end_to_end(
+            &mut m,
+            &bad,
+            &Loss::CrossEntropy(y.clone()),
+            &[],
+            &TrainConfig::default(),
+            &mut ()
+        ),
+        Err(TrainError::NonFinite { quantity: "input", .. })
+    ));
+    assert!(matches!(
+        train::end_to_end(
+            &mut m,
+            &x,
+            &Loss::CrossEntropy(vec![0; 3]),
+            &[],
+            &TrainConfig::default(),
+            &mut ()
+        ),
+        Err(TrainError::Config(_))
+    ));
+    assert!(
+        Model::mlp(
+            &[2, 4, 3],
+            &[Activation::GroupedSoftmax { group: 3, tau: 1.0 }],
+            Init::PytorchDefault,
+            1
+        )
+        .is_err()
+    );
+    // a collapse alarm that stops
+    let mut wta = Model::mlp(
+        &[2, 4, 3],
+        &[Activation::Softmax { temperature: Temperature::Fixed(0.01) }],
+        Init::Normal(5.0),
+        2,
+    )
+    .unwrap();
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch: 10,
+        alarms: Alarms { max_usage: Some(0.3), dead_units: None, action: AlarmAction::Stop },
+        ..TrainConfig::default()
+    };
+    assert!(matches!(
+        train::end_to_end(&mut wta, &x, &Loss::CrossEntropy(y), &[], &cfg, &mut ()),
+        Err(TrainError::Collapse { .. })
+    ));
+}
+
+#[test]
+fn greedy_then_fine_tune_and_probes() {
+    let (x, y) = toy(150, 10);
+    let mut r = ChaCha8Rng::seed_from_u64(3);
+    let mu = Matrix::from_fn(6, 2, |_, _| r.random_range(-2.0f32..2.0));
+    let (w, b) = Init::PytorchDefault.linear(3, 6, &mut r);
+    let mut m = Model {
+        layers: vec![
+            Layer::Euclidean { mu, tau: 0.5 },
+            Layer::Act { act: Activation::Nls, params: vec![], width: 6 },
+            Layer::Linear { w, b },
+        ],
+    };
+    let cfg = TrainConfig { batch: 0, optim: OptimConfig::adam(5e-2), ..TrainConfig::default() };
+    let stages =
+        [Stage { layers: 0..1, negate: false, control: VolumeControl::Balance { weight: 0.5 } }];
+    let rep = train::greedy(
+        &mut m,
+        &x,
+        &stages,
+        Convergence { rel_tol: 1e-4, max_epochs: 300 },
+        &cfg,
+        &mut (),
+    )
+    .unwrap();
+    assert!(rep[0].epochs >= 2 && rep[0].final_loss.is_finite());
+    let before = m.clone();
+    // fine-tune the read-out and everything else, keeping the layer-0 objective
+    let ft = TrainConfig {
+        epochs: 30,
+        batch: 30,
+        optim: OptimConfig::adam(1e-2),
+        ..TrainConfig::default()
+    };
+    train::end_to_end(
+        &mut m,
+        &x,
+        &Loss::CrossEntropy(y.clone()),
+        &[Aux { layer: 0, kind: AuxKind::Lse { weight: 0.1, negate: false } }],
+        &ft,
+        &mut (),
+    )
+    .unwrap();
+    assert_ne!(before, m);
+    // probes on the frozen layer-1 features
+    let feats = m.forward_range(&x, 0, 2, Par::Seq).unwrap().output().clone();
+    let p = probe::ridge(&feats, &y, 3, 1e-3).unwrap();
+    assert!(p.accuracy(&feats, &y) > 0.9);
+    let lg = probe::logistic(&feats, &y, 3, 200, 1).unwrap();
+    assert!(lg.accuracy(&feats, &y) > 0.9);
+    assert!(probe::ridge_r2(&x, &x, 1e-6).unwrap() > 0.999);
+}
+
+#[test]
+fn checkpoints_roundtrip_and_reject_garbage() {
+    let m = models().remove(3);
+    let bytes = checkpoint::encode(&m, 42).unwrap();
+    assert_eq!(checkpoint::decode::<Model>(&bytes, Some(42)).unwrap(), m);
+    assert!(matches!(
+        checkpoint::decode::<Model>(&bytes, Some(43)),
+        Err(CheckpointError::ConfigMismatch { .. })
+    ));
+    assert!(matches!(
+        checkpoint::decode::<Model>(b"PK\x03\x04 a zip file", None),
+        Err(CheckpointError::Foreign)
+    ));
+    assert!(matches!(
+        checkpoint::decode::<Model>(&bytes[..bytes.len() - 1], None),
+        Err(CheckpointError::Truncated { .. })
+    ));
+    let mut v2 = bytes.clone();
+    v2[8] = 2;
+    assert!(matches!(checkpoint::decode::<Model>(&v2, None), Err(CheckpointError::Version(2))));
+    // a forged huge length field
+    let mut big = bytes.clone();
+    big[20..28].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(matches!(checkpoint::decode::<Model>(&big, None), Err(CheckpointError::TooLarge(_))));
+    // thousands of random and mutated inputs: always an error, never a panic
+    let mut r = ChaCha8Rng::seed_from_u64(99);
+    for i in 0..5000 {
+        let input: Vec<u8> = if i % 2 == 0 {
+            let n = r.random_range(0..200usize);
+            (0..n).map(|_| r.random_range(0..=255u8)).collect()
+        } else {
+            let mut b = bytes.clone();
+            for _ in 0..r.random_range(1..4usize) {
+                let at = r.random_range(0..b.len());
+                b[at] = r.random_range(0..=255u8);
+            }
+            if r.random_bool(0.3) {
+                b.truncate(r.random_range(0..b.len()));
+            }
+            b
+        };
+        if input == bytes {
+            continue;
+        }
+        assert!(checkpoint::decode::<Model>(&input, None).is_err(), "input {i} decoded");
+    }
+    // a payload whose checksum is valid but whose content is garbage (forged): bounded decode
+    let mut forged = bytes[..36].to_vec();
+    let payload: Vec<u8> = vec![0xff; 64];
+    forged[20..28].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    let sum = checkpoint::checksum(&forged[8..28], &payload);
+    forged[28..36].copy_from_slice(&sum.to_le_bytes());
+    forged.extend_from_slice(&payload);
+    assert!(matches!(checkpoint::decode::<Model>(&forged, None), Err(CheckpointError::Decode(_))));
+    // atomic save and load
+    let dir = std::env::temp_dir().join(format!("iem-ckpt-{}", std::process::id()));
+    let path = dir.join("model.ckpt");
+    checkpoint::save(&path, &m, 7).unwrap();
+    assert_eq!(checkpoint::load::<Model>(&path, Some(7)).unwrap(), m);
+    assert!(matches!(
+        checkpoint::load::<Model>(&dir.join("missing.ckpt"), None),
+        Err(CheckpointError::Io(_))
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
