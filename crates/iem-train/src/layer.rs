@@ -17,6 +17,16 @@ pub enum Layer {
         /// Bias, `out`.
         b: Vec<f32>,
     },
+    /// Weight-normalised linear map `y = x Wᵀ + b` with `w_j = γ_j v_j / ‖v_j‖` (Salimans &
+    /// Kingma 2016): the norm of each unit is the learned `γ_j`, not free to grow.
+    WnLinear {
+        /// Directions, `out × in`.
+        v: Matrix,
+        /// Gains, `out`.
+        g: Vec<f32>,
+        /// Bias, `out`.
+        b: Vec<f32>,
+    },
     /// An activation of `iem-activations` with its own parameters (τ, LayerNorm γ/β).
     Act {
         /// The activation (stored as its JSON spec inside binary checkpoints, because its
@@ -64,6 +74,7 @@ impl Layer {
     pub fn output_width(&self, input: usize) -> usize {
         match self {
             Layer::Linear { w, .. } => w.rows(),
+            Layer::WnLinear { v, .. } => v.rows(),
             Layer::Act { act, .. } => act.output_width(input),
             Layer::Euclidean { mu, .. } => mu.rows(),
             Layer::ProtoAttention { v, .. } => v.cols(),
@@ -74,6 +85,7 @@ impl Layer {
     pub fn input_width(&self) -> usize {
         match self {
             Layer::Linear { w, .. } => w.cols(),
+            Layer::WnLinear { v, .. } => v.cols(),
             Layer::Act { width, .. } => *width,
             Layer::Euclidean { mu, .. } | Layer::ProtoAttention { mu, .. } => mu.cols(),
         }
@@ -83,11 +95,35 @@ impl Layer {
     pub fn name(&self) -> String {
         match self {
             Layer::Linear { w, .. } => format!("linear {}→{}", w.cols(), w.rows()),
+            Layer::WnLinear { v, .. } => {
+                format!("weight-normalised linear {}→{}", v.cols(), v.rows())
+            }
             Layer::Act { act, .. } => act.name(),
             Layer::Euclidean { mu, .. } => format!("euclidean K={}", mu.rows()),
             Layer::ProtoAttention { mu, v, .. } => {
                 format!("proto_attention K={} →{}", mu.rows(), v.cols())
             }
+        }
+    }
+
+    /// The weight matrix a linear layer applies (`γ v/‖v‖` for a weight-normalised one);
+    /// `None` for other layers.
+    pub fn effective_weights(&self) -> Option<Matrix> {
+        match self {
+            Layer::Linear { w, .. } => Some(w.clone()),
+            Layer::WnLinear { v, g, .. } => {
+                let w = iem_losses::volume::weight_norm(v.as_slice(), g, v.cols());
+                Some(Matrix::from_vec(v.rows(), v.cols(), w).expect("same shape as v"))
+            }
+            _ => None,
+        }
+    }
+
+    /// The bias of a linear layer.
+    pub fn bias(&self) -> Option<&[f32]> {
+        match self {
+            Layer::Linear { b, .. } | Layer::WnLinear { b, .. } => Some(b),
+            _ => None,
         }
     }
 
@@ -100,6 +136,7 @@ impl Layer {
     pub fn params(&self) -> Vec<&[f32]> {
         match self {
             Layer::Linear { w, b } => vec![w.as_slice(), b],
+            Layer::WnLinear { v, g, b } => vec![v.as_slice(), g, b],
             Layer::Act { params, .. } => {
                 if params.is_empty() {
                     vec![]
@@ -116,6 +153,9 @@ impl Layer {
     pub fn params_mut(&mut self) -> Vec<&mut [f32]> {
         match self {
             Layer::Linear { w, b } => vec![w.as_mut_slice(), b.as_mut_slice()],
+            Layer::WnLinear { v, g, b } => {
+                vec![v.as_mut_slice(), g.as_mut_slice(), b.as_mut_slice()]
+            }
             Layer::Act { params, .. } => {
                 if params.is_empty() {
                     vec![]
@@ -145,6 +185,14 @@ impl Layer {
         match self {
             Layer::Linear { w, b } => {
                 let mut y = Matrix::zeros(n, w.rows());
+                Gemm::nt(n, w.cols(), w.rows(), x.as_slice(), w.as_slice())
+                    .with_bias(b)
+                    .run(y.as_mut_slice(), par);
+                Ok((y, Cache::None))
+            }
+            Layer::WnLinear { v, b, .. } => {
+                let w = self.effective_weights().expect("WnLinear has weights");
+                let mut y = Matrix::zeros(n, v.rows());
                 Gemm::nt(n, w.cols(), w.rows(), x.as_slice(), w.as_slice())
                     .with_bias(b)
                     .run(y.as_mut_slice(), par);
@@ -181,6 +229,7 @@ impl Layer {
         par: Par,
     ) -> Result<(Matrix, Vec<Vec<f32>>)> {
         let n = x.rows();
+        let gr = g;
         match (self, cache) {
             (Layer::Linear { w, .. }, _) => {
                 let (o, i) = w.shape();
@@ -190,6 +239,17 @@ impl Layer {
                 let mut dx = Matrix::zeros(n, i);
                 Gemm::nn(n, o, i, g.as_slice(), w.as_slice()).run(dx.as_mut_slice(), par);
                 Ok((dx, vec![dw, db]))
+            }
+            (Layer::WnLinear { v, g, .. }, _) => {
+                let w = self.effective_weights().expect("WnLinear has weights");
+                let (o, i) = w.shape();
+                let mut dw = vec![0.0f32; o * i];
+                Gemm::tn(o, n, i, gr.as_slice(), x.as_slice()).run(&mut dw, par);
+                let db = gr.col_sums();
+                let mut dx = Matrix::zeros(n, i);
+                Gemm::nn(n, o, i, gr.as_slice(), w.as_slice()).run(dx.as_mut_slice(), par);
+                let (dv, dg) = iem_losses::volume::weight_norm_backward(v.as_slice(), g, &dw, i);
+                Ok((dx, vec![dv, dg, db]))
             }
             (Layer::Act { act, params, .. }, Cache::Act(f)) => {
                 let Grads { dz, dparams } = act

@@ -37,6 +37,12 @@ pub enum AuxKind {
         /// The control and its weight.
         control: VolumeControl,
     },
+    /// Batch balance `weight · KL(r̄ ‖ uniform)` of `r = softmax(output)`: usage balance for
+    /// any layer, whatever its activation (apply it to the pre-activations).
+    SoftmaxBalance {
+        /// Weight.
+        weight: f64,
+    },
     /// A kept per-layer LSE objective `weight · mean LSE(d)` with `d` the layer's output
     /// (`negate`: `d = −output`, for scores).
     Lse {
@@ -221,6 +227,14 @@ fn aux_term(
         Matrix::from_vec(n, k, g.into_iter().map(|v| v * s as f32).collect()).map_err(err_loss)
     };
     match kind {
+        AuxKind::SoftmaxBalance { weight } => {
+            let mut r = vec![0.0f32; n * k];
+            iem_simd::rows::softmax(a.as_slice(), k, 1.0, &mut r, Par::Seq);
+            let p = volume::balance_kl(&r, k).map_err(err_loss)?;
+            // r = softmax(z) = softmax(−d) with d = −z: ∂/∂z = −∂/∂d.
+            let gd = volume::chain_resp_to_d(&r, &p.grad, k);
+            Ok((weight * p.value, Some(wrap(gd, -weight)?), None))
+        }
         AuxKind::Lse { weight, negate } => {
             let d: Vec<f32> = if *negate {
                 a.as_slice().iter().map(|v| -v).collect()
