@@ -1,27 +1,206 @@
 //! `cargo xtask`: project automation.
 //!
-//! - `cargo xtask reproduce` — regenerate every experiment and the report (no experiments
-//!   yet).
-//! - `cargo xtask isa` — print the instruction sets this machine can run, one per line
-//!   (CI runs the kernel tests under each).
+//! - `cargo xtask reproduce` — run every experiment under `experiments/` (resuming finished
+//!   runs) and write `REPORT.md` with tables and figures.
+//! - `cargo xtask run FILE.toml` — the same for one experiment file of your own.
+//! - `cargo xtask report` — rebuild the report from the runs on disk (merging shards).
+//! - `cargo xtask list` — the experiments and their run counts.
+//! - `cargo xtask isa` — the instruction sets this machine can run (CI tests each).
 
-#[cfg(test)]
-mod tidy;
+use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+use xtask::{Options, Shard, load_all, load_experiment, report, runs_of, sweep};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "implicit-em automation")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every experiment (resuming) and write the report.
+    Reproduce(Flags),
+    /// Run one experiment file and write its report.
+    Run {
+        /// The experiment file (TOML).
+        file: PathBuf,
+        #[command(flatten)]
+        flags: Flags,
+    },
+    /// Rebuild the report from the runs found under --out (all shards).
+    Report(Flags),
+    /// List the experiments and their runs.
+    List(Flags),
+    /// Print the instruction sets this machine can run, one per line.
+    Isa,
+}
+
+#[derive(Args, Clone)]
+struct Flags {
+    /// Smoke scale: every experiment in a few minutes (not evidence).
+    #[arg(long)]
+    quick: bool,
+    /// Seeds per cell (overrides the files).
+    #[arg(long)]
+    seeds: Option<usize>,
+    /// Output directory [default: results/full or results/quick].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Worker threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Run only this shard of the sweep, `I/N` (0-based), e.g. from a Slurm array index.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Only the experiment with this name.
+    #[arg(long)]
+    only: Option<String>,
+    /// List the runs instead of running them.
+    #[arg(long)]
+    list: bool,
+    /// MNIST directory (IDX files); also read from IEM_MNIST_DIR. Not used by E0/E1.
+    #[arg(long)]
+    mnist: Option<PathBuf>,
+}
+
+fn options(f: &Flags) -> Result<Options, String> {
+    let out = f.out.clone().unwrap_or_else(|| {
+        xtask::repo_root().join("results").join(if f.quick { "quick" } else { "full" })
+    });
+    Ok(Options {
+        quick: f.quick,
+        seeds: f.seeds,
+        out,
+        threads: f
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        shard: f.shard.as_deref().map(Shard::parse).transpose()?,
+        progress: std::io::stderr().is_terminal(),
+    })
+}
+
+fn select(
+    all: Vec<iem_spec::Experiment>,
+    only: &Option<String>,
+) -> Result<Vec<iem_spec::Experiment>, String> {
+    match only {
+        None => Ok(all),
+        Some(n) => {
+            let names: Vec<String> = all.iter().map(|e| e.name.clone()).collect();
+            let v: Vec<_> = all.into_iter().filter(|e| &e.name == n).collect();
+            if v.is_empty() {
+                Err(format!("--only {n}: no such experiment (have: {})", names.join(", ")))
+            } else {
+                Ok(v)
+            }
+        }
+    }
+}
+
+fn list(exps: &[iem_spec::Experiment], opts: &Options, runs: bool) {
+    for e in exps {
+        let r = runs_of(e, opts);
+        let done = r.iter().filter(|s| xtask::finished(&opts.out, s).is_some()).count();
+        println!("{:<16} {:>6} runs ({done} finished)  {}", e.name, r.len(), e.title);
+        if runs {
+            for s in r {
+                println!("    {}", s.rel_dir());
+            }
+        }
+    }
+}
+
+fn run_and_report(exps: Vec<iem_spec::Experiment>, f: &Flags) -> Result<(), String> {
+    let opts = options(f)?;
+    if f.list {
+        list(&exps, &opts, true);
+        return Ok(());
+    }
+    if let Some(d) = iem_data::idx::resolve_dir(f.mnist.as_deref(), iem_data::idx::MNIST_ENV) {
+        eprintln!(
+            "note: MNIST directory {} noted; the experiments in this version (E0, E1) do not use it",
+            d.display()
+        );
+    }
+    let t = Instant::now();
+    let s = sweep(&exps, &opts)?;
+    println!(
+        "{:<16} {:>7} {:>9} {:>7} {:>7} {:>9}",
+        "experiment", "runs", "resumed", "ran", "failed", "seconds"
+    );
+    for (name, n, before, ran, failed, secs) in &s.per_experiment {
+        println!("{name:<16} {n:>7} {before:>9} {ran:>7} {failed:>7} {secs:>9.1}");
+    }
+    for e in s.failures.iter().take(20) {
+        eprintln!("failed: {e}");
+    }
+    if opts.shard.is_some() {
+        println!(
+            "shard done in {:.1} s; merge with `cargo xtask report --out {}` once every shard has finished",
+            t.elapsed().as_secs_f64(),
+            opts.out.display()
+        );
+        return Ok(());
+    }
+    let (md, _) = report::build(&exps, &opts)?;
+    let path = opts.out.join("REPORT.md");
+    iem_train::checkpoint::write_atomic(&path, md.as_bytes()).map_err(|e| e.to_string())?;
+    println!("wrote {} ({:.1} s)", path.display(), t.elapsed().as_secs_f64());
+    if !s.failures.is_empty() {
+        return Err(format!("{} runs failed", s.failures.len()));
+    }
+    Ok(())
+}
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("isa") => {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Some(Cmd::Isa) => {
             for isa in iem_simd::Isa::available() {
                 println!("{isa}");
             }
+            Ok(())
         }
-        Some("reproduce") | None => {
-            println!("no experiments yet: the experiment engine is issue 7");
+        Some(Cmd::Reproduce(f)) => {
+            load_all().and_then(|a| select(a, &f.only)).and_then(|e| run_and_report(e, &f))
         }
-        Some(other) => {
-            eprintln!("unknown command {other:?}; commands: reproduce, isa");
-            std::process::exit(2);
+        None => {
+            let f = Flags {
+                quick: false,
+                seeds: None,
+                out: None,
+                threads: None,
+                shard: None,
+                only: None,
+                list: false,
+                mnist: None,
+            };
+            load_all().and_then(|e| run_and_report(e, &f))
         }
+        Some(Cmd::Run { file, flags }) => {
+            load_experiment(&file).and_then(|e| run_and_report(vec![e], &flags))
+        }
+        Some(Cmd::Report(f)) => (|| {
+            let exps = select(load_all()?, &f.only)?;
+            let opts = options(&f)?;
+            let (md, _) = report::build(&exps, &opts)?;
+            let path = opts.out.join("REPORT.md");
+            iem_train::checkpoint::write_atomic(&path, md.as_bytes()).map_err(|e| e.to_string())?;
+            println!("wrote {}", path.display());
+            Ok(())
+        })(),
+        Some(Cmd::List(f)) => (|| {
+            let exps = select(load_all()?, &f.only)?;
+            list(&exps, &options(&f)?, f.list);
+            Ok(())
+        })(),
+    };
+    if let Err(e) = res {
+        eprintln!("error: {e}");
+        std::process::exit(1);
     }
 }

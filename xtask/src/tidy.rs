@@ -49,7 +49,18 @@ fn dependency_direction() {
         ("iem-metrics", &["iem-simd", "iem-tensor"]),
         ("iem-data", &["iem-tensor"]),
         ("iem-train", &["iem-simd", "iem-tensor", "iem-activations", "iem-losses"]),
-        ("iem-spec", &[]),
+        (
+            "iem-spec",
+            &[
+                "iem-simd",
+                "iem-tensor",
+                "iem-activations",
+                "iem-losses",
+                "iem-metrics",
+                "iem-train",
+                "iem-data",
+            ],
+        ),
     ];
     for (krate, ds) in &deps {
         let allow = allowed
