@@ -65,6 +65,10 @@ struct Flags {
     /// MNIST directory (IDX files); also read from IEM_MNIST_DIR. Not used by E0/E1.
     #[arg(long)]
     mnist: Option<PathBuf>,
+    /// With `report`: also copy the report and its figures to docs/results.md and
+    /// docs/figures/ (the committed results of the latest full run).
+    #[arg(long)]
+    publish: bool,
 }
 
 fn options(f: &Flags) -> Result<Options, String> {
@@ -178,6 +182,7 @@ fn main() {
                 only: None,
                 list: false,
                 mnist: None,
+                publish: false,
             };
             load_all().and_then(|e| run_and_report(e, &f))
         }
@@ -191,6 +196,21 @@ fn main() {
             let path = opts.out.join("REPORT.md");
             iem_train::checkpoint::write_atomic(&path, md.as_bytes()).map_err(|e| e.to_string())?;
             println!("wrote {}", path.display());
+            if f.publish {
+                let docs = xtask::repo_root().join("docs");
+                let figs = docs.join("figures");
+                std::fs::create_dir_all(&figs).map_err(|e| e.to_string())?;
+                for entry in std::fs::read_dir(opts.out.join("figures"))
+                    .map_err(|e| e.to_string())?
+                    .flatten()
+                {
+                    std::fs::copy(entry.path(), figs.join(entry.file_name()))
+                        .map_err(|e| e.to_string())?;
+                }
+                iem_train::checkpoint::write_atomic(&docs.join("results.md"), md.as_bytes())
+                    .map_err(|e| e.to_string())?;
+                println!("published to {}", docs.join("results.md").display());
+            }
             Ok(())
         })(),
         Some(Cmd::List(f)) => (|| {

@@ -347,37 +347,57 @@ fn q1(
     let fig = format!("{}_lines.svg", exp.name);
     crate::figures::lines_grid(&panels, datasets.len(), acts.len(), &figdir.join(&fig))?;
     writeln!(md, "\n![{}: every hidden unit's line w·x + b = 0 over the data, K = {k0}, no control, seed 0; rows are data sets, columns activations](figures/{fig})\n", exp.name).unwrap();
-    // The written answer.
+    // The written answer: duplicates, then what each reduction cost.
     let relu_mean = mean_ci(&relu_dups).0;
-    let fewer: Vec<String> = verdicts
-        .iter()
-        .filter(|(_, _, t)| t.is_some_and(|t| t.p < 0.05 && t.mean_diff < 0.0))
-        .map(|(a, m, t)| {
-            format!("{a} ({} vs {}, p = {})", sig(*m), sig(relu_mean), sig(t.unwrap().p))
-        })
-        .collect();
-    let more: Vec<String> = verdicts
-        .iter()
-        .filter(|(_, _, t)| t.is_some_and(|t| t.p < 0.05 && t.mean_diff > 0.0))
-        .map(|(a, m, t)| {
-            format!("{a} ({} vs {}, p = {})", sig(*m), sig(relu_mean), sig(t.unwrap().p))
-        })
-        .collect();
-    let same: Vec<String> = verdicts
-        .iter()
-        .filter(|(_, _, t)| t.is_some_and(|t| t.p >= 0.05))
-        .map(|(a, _, _)| a.clone())
-        .collect();
     let seeds = relu_dups.len();
-    writeln!(md, "**Answer to {} ({}).** Against ReLU's {} offset-aware duplicate pairs per layer (mean over data sets and widths, {} seeds), competition gave **fewer** duplicates for: {}; **more** for: {}; no significant difference for: {}. Duplicates here require nearly parallel normals (|cos| > 0.99) *and* offsets within 0.1 — parallel cuts at different offsets are different cuts and are counted separately (the `parallel pairs` column). Read the effective rank and dead-unit columns beside the duplicates: an activation that avoids duplicates by leaving units dead or collapsing onto few directions has not bought specialisation. {}\n",
-        exp.question,
-        if classifier { "classifier" } else { "autoencoder" },
-        sig(relu_mean),
-        seeds,
-        if fewer.is_empty() { "none".into() } else { fewer.join("; ") },
-        if more.is_empty() { "none".into() } else { more.join("; ") },
-        if same.is_empty() { "none".into() } else { same.join(", ") },
-        if opts_quick_note(runs) { "_This is a smoke-scale run: too few seeds and epochs to support any conclusion._" } else { "" },
+    let of = |a: &str, m: &str| {
+        per_seed(runs, m, |r| act_name(r) == a && r.spec.control.name() == base_ctl)
+    };
+    let (relu_dead, relu_task) = (of("relu", "dead_units"), of("relu", task));
+    let higher_is_better = classifier;
+    let mut fewer = Vec::new();
+    let mut more = Vec::new();
+    let mut same = Vec::new();
+    let mut clean = Vec::new();
+    for (a, m, t) in &verdicts {
+        let Some(t) = t else { continue };
+        if t.p >= 0.05 {
+            same.push(a.clone());
+            continue;
+        }
+        if t.mean_diff > 0.0 {
+            more.push(format!("{a} ({} vs {}, p = {})", sig(*m), sig(relu_mean), sig(t.p)));
+            continue;
+        }
+        let (dead, perf) = (of(a, "dead_units"), of(a, task));
+        let dd = paired_t(&dead, &relu_dead);
+        let dp = paired_t(&perf, &relu_task);
+        let more_dead = dd.is_some_and(|x| x.p < 0.05 && x.mean_diff > 0.0);
+        let worse = dp.is_some_and(|x| x.p < 0.05 && (x.mean_diff < 0.0) == higher_is_better);
+        fewer.push(format!(
+            "{a} ({} vs {}, p = {}; dead units {} vs {}; {} {} vs {}{})",
+            sig(*m),
+            sig(relu_mean),
+            sig(t.p),
+            sig(mean_ci(&dead).0),
+            sig(mean_ci(&relu_dead).0),
+            if classifier { "test accuracy" } else { "reconstruction MSE" },
+            sig(mean_ci(&perf).0),
+            sig(mean_ci(&relu_task).0),
+            if worse { ", significantly worse" } else { "" },
+        ));
+        if !more_dead && !worse {
+            clean.push(a.clone());
+        }
+    }
+    let none = |v: &Vec<String>| if v.is_empty() { "none".to_string() } else { v.join("; ") };
+    writeln!(md, "**Answer to {} ({}).** Against ReLU's {} offset-aware duplicate pairs per layer (mean over data sets and widths, {} seeds, no volume control), competition gave **fewer** duplicates for: {}. **More** for: {}. No significant difference for: {}.\n",
+        exp.question, if classifier { "classifier" } else { "autoencoder" }, sig(relu_mean), seeds, none(&fewer), none(&more), if same.is_empty() { "none".into() } else { same.join(", ") }).unwrap();
+    writeln!(md, "Fewer duplicates is only specialisation if the units stay alive and the layer still does its job. Reductions that came **without** significantly more dead units and **without** a significantly worse {}: {}. {}Duplicates require nearly parallel normals (|cos| > 0.99) *and* offsets within 0.1; in 2-D many units are parallel by chance at large K (the `parallel pairs` column), so only the offset-aware count measures redundant cuts.{}\n",
+        if classifier { "test accuracy" } else { "reconstruction" },
+        if clean.is_empty() { "none — every reduction was paid for with dead units or task performance".to_string() } else { clean.join(", ") },
+        if controls.len() > 1 { "The volume-control tables show how much of this is the activation and how much the control: compare each row across columns. " } else { "" },
+        if opts_quick_note(runs) { " _This is a smoke-scale run: too few seeds and epochs to support any conclusion._" } else { "" },
     ).unwrap();
     Ok(rows)
 }
