@@ -6,6 +6,8 @@ Set-up (once; a few GB):
 Run:
     .venv-bench/bin/python scripts/bench_peers.py                # iem-simd: GEMM, softmax family
     .venv-bench/bin/python scripts/bench_peers.py --activations  # iem-activations: every activation
+    .venv-bench/bin/python scripts/bench_peers.py --train        # iem-train: steps/s (torch eager,
+                                                                 # torch.compile, JAX jit if installed)
 It builds and runs `cargo run --release -p iem-simd --example gemm_probe`, then times
 torch.matmul and the softmax-family forward+backward (eager autograd) on the same shapes,
 interleaved in the same process run, and prints GFLOP/s, % of the measured FMA peak and the
@@ -178,7 +180,159 @@ def activations():
         print(f"| {r['name']} | {r['rows']}×{r['cols']} | {r['iem_2t'] * 1e6:.1f} | {ts} | {sp} |")
 
 
+def torch_train(model_name, act, sizes, batch, mode):
+    """Steps/s of the same MLP, loss and optimiser in PyTorch (eager or torch.compile)."""
+    torch.manual_seed(1)
+    d_in, h1, h2, c = sizes
+
+    def make_act():
+        if act == "relu":
+            return torch.nn.ReLU()
+        if act == "softmax":
+            return torch.nn.Softmax(dim=1)
+        if act == "log_softmax":
+            return torch.nn.LogSoftmax(dim=1)
+        if act == "solu":
+            class Solu(torch.nn.Module):
+                def forward(self, z):
+                    return z * torch.softmax(z, 1)
+            return Solu()
+        if act == "grouped_softmax_m8":
+            class Grouped(torch.nn.Module):
+                def forward(self, z):
+                    return torch.softmax(z.view(z.shape[0], -1, 8), 2).view(z.shape)
+            return Grouped()
+        raise ValueError(act)
+
+    net = torch.nn.Sequential(torch.nn.Linear(d_in, h1), make_act(), torch.nn.Linear(h1, h2), make_act(), torch.nn.Linear(h2, c))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    n = batch * 8
+    x = (torch.arange(n * d_in, dtype=torch.float32).view(n, d_in) % 97) / 97.0 - 0.5
+    y = torch.arange(n) % c
+    lossf = torch.nn.CrossEntropyLoss()
+
+    def step(xb, yb):
+        opt.zero_grad(set_to_none=True)
+        loss = lossf(net(xb), yb)
+        loss.backward()
+        opt.step()
+
+    if mode == "compile":
+        try:
+            fwd = torch.compile(net)
+        except Exception:
+            return None
+
+        def step(xb, yb):  # noqa: F811
+            opt.zero_grad(set_to_none=True)
+            loss = lossf(fwd(xb), yb)
+            loss.backward()
+            opt.step()
+    try:
+        for i in range(8):
+            step(x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch])
+    except Exception:
+        return None
+    t = time.perf_counter()
+    steps = 0
+    while time.perf_counter() - t < 1.5:
+        for i in range(8):
+            step(x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch])
+        steps += 8
+    return steps / (time.perf_counter() - t)
+
+
+def jax_train(sizes, act, batch):
+    """Steps/s of the same MLP in JAX with jit (Adam written out), or None without JAX."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except Exception:
+        return None
+    d_in, h1, h2, c = sizes
+    key = jax.random.PRNGKey(1)
+    ks = jax.random.split(key, 3)
+
+    def lin(k, i, o):
+        a = 1.0 / (i ** 0.5)
+        k1, k2 = jax.random.split(k)
+        return (jax.random.uniform(k1, (i, o), minval=-a, maxval=a), jax.random.uniform(k2, (o,), minval=-a, maxval=a))
+
+    params = [lin(ks[0], d_in, h1), lin(ks[1], h1, h2), lin(ks[2], h2, c)]
+
+    def f(z):
+        if act == "relu":
+            return jax.nn.relu(z)
+        if act == "softmax":
+            return jax.nn.softmax(z, axis=1)
+        if act == "log_softmax":
+            return jax.nn.log_softmax(z, axis=1)
+        if act == "solu":
+            return z * jax.nn.softmax(z, axis=1)
+        return jax.nn.softmax(z.reshape(z.shape[0], -1, 8), axis=2).reshape(z.shape)
+
+    def loss(p, xb, yb):
+        h = xb
+        for i, (w, b) in enumerate(p):
+            h = h @ w + b
+            if i < 2:
+                h = f(h)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(h, 1), yb[:, None], 1))
+
+    m = jax.tree_util.tree_map(jnp.zeros_like, params)
+    v = jax.tree_util.tree_map(jnp.zeros_like, params)
+
+    @jax.jit
+    def step(p, m, v, t, xb, yb):
+        g = jax.grad(loss)(p, xb, yb)
+        m = jax.tree_util.tree_map(lambda a, b: 0.9 * a + 0.1 * b, m, g)
+        v = jax.tree_util.tree_map(lambda a, b: 0.999 * a + 0.001 * b * b, v, g)
+        p = jax.tree_util.tree_map(lambda w, a, b: w - 1e-3 * (a / (1 - 0.9 ** t)) / (jnp.sqrt(b / (1 - 0.999 ** t)) + 1e-8), p, m, v)
+        return p, m, v
+
+    n = batch * 8
+    x = (jnp.arange(n * d_in, dtype=jnp.float32).reshape(n, d_in) % 97) / 97.0 - 0.5
+    y = jnp.arange(n) % c
+    t_ = 1.0
+    for i in range(8):
+        params, m, v = step(params, m, v, t_, x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch])
+        t_ += 1
+    jax.block_until_ready(params)
+    t = time.perf_counter()
+    steps = 0
+    while time.perf_counter() - t < 1.5:
+        for i in range(8):
+            params, m, v = step(params, m, v, t_, x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch])
+            t_ += 1
+        steps += 8
+    jax.block_until_ready(params)
+    return steps / (time.perf_counter() - t)
+
+
+def training():
+    out = subprocess.run(
+        ["cargo", "run", "--quiet", "--release", "-p", "iem-train", "--example", "train_probe"],
+        cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    sizes = {"2d": (2, 64, 64, 4), "digits": (64, 256, 256, 10), "mnist": (784, 256, 256, 10)}
+    print("| model | activation | batch | iem steps/s | torch eager | torch.compile | JAX jit | iem / fastest peer |")
+    print("|---|---|---|---|---|---|---|---|")
+    for l in out.splitlines():
+        if not l.startswith("{"):
+            continue
+        r = json.loads(l)
+        sz = sizes[r["model"]]
+        e = torch_train(r["model"], r["activation"], sz, r["batch"], "eager")
+        c = torch_train(r["model"], r["activation"], sz, r["batch"], "compile")
+        j = jax_train(sz, r["activation"], r["batch"])
+        peers = [p for p in (e, c, j) if p]
+        fmt = lambda v: "n/a" if v is None else f"{v:.0f}"
+        ratio = f"{r['iem_steps_per_s'] / max(peers):.2f}×" if peers else "n/a"
+        print(f"| {r['model']} | {r['activation']} | {r['batch']} | {r['iem_steps_per_s']:.0f} | {fmt(e)} | {fmt(c)} | {fmt(j)} | {ratio} |")
+
+
 if __name__ == "__main__":
+    if "--train" in sys.argv:
+        sys.exit(training())
     if "--activations" in sys.argv:
         sys.exit(activations())
     sys.exit(main())

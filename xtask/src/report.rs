@@ -197,6 +197,8 @@ fn q1(
         ("effective_rank", "effective rank of activations"),
         ("dead_units", "dead units (var < 1e-4)"),
         ("regions", "linear regions (grid)"),
+        ("region_bound", "arrangement bound"),
+        ("gram_excess", "‖ŴŴᵀ − I‖² above its floor"),
         (task, if classifier { "test accuracy" } else { "reconstruction MSE" }),
     ];
     let acts: Vec<String> = {

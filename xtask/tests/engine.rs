@@ -32,6 +32,20 @@ fn quick_mode_summary_snapshots() {
         let svg = std::fs::read_to_string(out.join("figures").join(fig)).unwrap();
         assert!(svg.contains("<svg") && svg.contains("<text"), "{fig} has no text");
     }
+    // Metrics run on a checkpoint written by iem-train: reload one run's model and recompute
+    // its hyperplane statistics from the saved weights alone.
+    let run =
+        xtask::runs_of(&exps.iter().find(|e| e.name == "e1_autoencoder").unwrap().clone(), &opts)
+            .remove(0);
+    let dir = out.join(run.rel_dir());
+    let model: iem_train::Model =
+        iem_train::checkpoint::load(&dir.join("checkpoint.bin"), None).unwrap();
+    let w = model.layers[0].effective_weights().unwrap();
+    let b = model.layers[0].bias().unwrap().to_vec();
+    let hs = iem_metrics::hyperplane::hyperplane_stats(&w, &b, 0.99, 0.1).unwrap();
+    let stored = xtask::finished(&out, &run).unwrap();
+    assert_eq!(hs.duplicates as f64, stored.metrics["duplicates"]);
+    assert_eq!(hs.mean_abs_cos, stored.metrics["mean_abs_cos"]);
     for (name, rows) in &summary {
         insta::with_settings!({ info => &"quick mode; values rounded to 2 significant digits", omit_expression => true }, {
             insta::assert_snapshot!(format!("quick_{name}"), rows.join("\n"));

@@ -15,6 +15,7 @@
 //! log-determinant volume control of a GMM.
 
 use crate::{LossError, Real, Result, finite, rows_of};
+use serde::{Deserialize, Serialize};
 
 /// Gradients of a distance layer.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,7 +67,7 @@ fn logits_grad<F: Real>(logits: &[F], g: &[F], k: usize) -> Vec<F> {
 }
 
 /// Squared Euclidean distance to learned prototypes, `d_j = ‖x − μ_j‖² / (2τ)`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SqEuclidean<F> {
     /// Prototypes, `K × D` row-major.
     pub mu: Vec<F>,
@@ -145,7 +146,7 @@ impl SqEuclidean<f32> {
 }
 
 /// Diagonal Gaussian energies with their log-determinant term and mixing weights.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DiagGaussian<F> {
     /// Means, `K × D`.
     pub mu: Vec<F>,
@@ -222,7 +223,7 @@ impl<F: Real> DiagGaussian<F> {
 /// `E_j(x) = ½‖W_j x + b_j‖² − log|det W_j| − log π_j` with `W_j` upper triangular
 /// (`W_jᵀW_j` is the precision, `μ_j = −W_j⁻¹ b_j`). Entries below the diagonal are ignored
 /// and get zero gradient.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FullGaussian<F> {
     /// Maps, `K × D × D` row-major (upper triangles used).
     pub w: Vec<F>,
@@ -376,7 +377,7 @@ fn affine_back<F: Real>(w: &[F], x: &[F], gz: &[F], n: usize, k: usize, d: usize
 }
 
 /// A hidden unit read as a signed distance to its hyperplane: `d_j = −(w_j·x + b_j)`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Affine<F> {
     /// Weights, `K × D`.
     pub w: Vec<F>,
@@ -393,6 +394,10 @@ impl<F: Real> Affine<F> {
     pub fn params(&self) -> Vec<&[F]> {
         vec![&self.w, &self.b]
     }
+    /// Mutable parameter tensors.
+    pub fn params_mut(&mut self) -> Vec<&mut Vec<F>> {
+        vec![&mut self.w, &mut self.b]
+    }
     /// Distances `N × K`.
     pub fn forward(&self, x: &[F]) -> Result<Vec<F>> {
         let n = check_in("Affine::forward", x, self.d)?;
@@ -408,7 +413,7 @@ impl<F: Real> Affine<F> {
 }
 
 /// `d_j = relu(w_j·x + b_j)` (derivative 0 at the kink).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReluDistance<F> {
     /// Weights, `K × D`.
     pub w: Vec<F>,
@@ -424,6 +429,10 @@ impl<F: Real> ReluDistance<F> {
     /// Parameter tensors: `[W, b]`.
     pub fn params(&self) -> Vec<&[F]> {
         vec![&self.w, &self.b]
+    }
+    /// Mutable parameter tensors.
+    pub fn params_mut(&mut self) -> Vec<&mut Vec<F>> {
+        vec![&mut self.w, &mut self.b]
     }
     /// Distances `N × K`.
     pub fn forward(&self, x: &[F]) -> Result<Vec<F>> {
@@ -445,7 +454,7 @@ impl<F: Real> ReluDistance<F> {
 }
 
 /// `d_j = ‖α_j ⊙ (x − μ_j)‖` (not squared); its gradient at `d = 0` is taken as 0.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OffsetL2<F> {
     /// Per-prototype, per-dimension scales, `K × D`.
     pub alpha: Vec<F>,
@@ -461,6 +470,10 @@ impl<F: Real> OffsetL2<F> {
     /// Parameter tensors: `[α, μ]`.
     pub fn params(&self) -> Vec<&[F]> {
         vec![&self.alpha, &self.mu]
+    }
+    /// Mutable parameter tensors.
+    pub fn params_mut(&mut self) -> Vec<&mut Vec<F>> {
+        vec![&mut self.alpha, &mut self.mu]
     }
     /// Distances `N × K`.
     pub fn forward(&self, x: &[F]) -> Result<Vec<F>> {

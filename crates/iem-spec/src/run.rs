@@ -286,9 +286,10 @@ fn two_d(spec: &RunSpec, par: Par) -> Result<RunResult, String> {
             optim.method =
                 Method::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: lambda as f32 }
         }
-        Control::Balance { lambda } => {
-            aux.push(Aux { layer: 0, kind: AuxKind::SoftmaxBalance { weight: lambda } })
-        }
+        Control::Balance { lambda } => aux.push(Aux {
+            layer: 0,
+            kind: AuxKind::SoftmaxBalance { weight: lambda, negate: false },
+        }),
         Control::Orthogonality { lambda } => aux.push(Aux {
             layer: 0,
             kind: AuxKind::Control { control: VolumeControl::Orthogonality { weight: lambda } },

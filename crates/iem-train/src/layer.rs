@@ -45,6 +45,10 @@ pub enum Layer {
         /// Temperature.
         tau: f32,
     },
+    /// Any distance layer of `iem-losses` (diagonal or full-covariance Gaussian with its
+    /// log-determinant term, affine score, ReLU distance, OffsetL2), outputting `N × K`
+    /// distances.
+    Distance(Distance),
     /// Prototype attention: `r = softmax(−‖x − μ_j‖²/(2τ))`, output `Σ_j r_j v_j`. Cost
     /// O(K (D + D_out)) per sample: competition among learned prototypes.
     ProtoAttention {
@@ -55,6 +59,74 @@ pub enum Layer {
         /// Temperature.
         tau: f32,
     },
+}
+
+/// The distance layers of `iem-losses`, in f32.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Distance {
+    /// Diagonal Gaussian energies.
+    Diag(iem_losses::distance::DiagGaussian<f32>),
+    /// Full-covariance Gaussian energies.
+    Full(iem_losses::distance::FullGaussian<f32>),
+    /// `−(w·x + b)`.
+    Affine(iem_losses::distance::Affine<f32>),
+    /// `relu(w·x + b)`.
+    Relu(iem_losses::distance::ReluDistance<f32>),
+    /// `‖α ⊙ (x − μ)‖`.
+    OffsetL2(iem_losses::distance::OffsetL2<f32>),
+}
+
+impl Distance {
+    fn dims(&self) -> (usize, usize) {
+        match self {
+            Distance::Diag(l) => (l.k, l.d),
+            Distance::Full(l) => (l.k, l.d),
+            Distance::Affine(l) => (l.k, l.d),
+            Distance::Relu(l) => (l.k, l.d),
+            Distance::OffsetL2(l) => (l.k, l.d),
+        }
+    }
+    fn params(&self) -> Vec<&[f32]> {
+        match self {
+            Distance::Diag(l) => l.params(),
+            Distance::Full(l) => l.params(),
+            Distance::Affine(l) => l.params(),
+            Distance::Relu(l) => l.params(),
+            Distance::OffsetL2(l) => l.params(),
+        }
+    }
+    fn params_mut(&mut self) -> Vec<&mut [f32]> {
+        let v = match self {
+            Distance::Diag(l) => l.params_mut(),
+            Distance::Full(l) => l.params_mut(),
+            Distance::Affine(l) => l.params_mut(),
+            Distance::Relu(l) => l.params_mut(),
+            Distance::OffsetL2(l) => l.params_mut(),
+        };
+        v.into_iter().map(|p| p.as_mut_slice()).collect()
+    }
+    fn forward(&self, x: &[f32]) -> iem_losses::Result<Vec<f32>> {
+        match self {
+            Distance::Diag(l) => l.forward(x),
+            Distance::Full(l) => l.forward(x),
+            Distance::Affine(l) => l.forward(x),
+            Distance::Relu(l) => l.forward(x),
+            Distance::OffsetL2(l) => l.forward(x),
+        }
+    }
+    fn backward(
+        &self,
+        x: &[f32],
+        g: &[f32],
+    ) -> iem_losses::Result<iem_losses::distance::Grads<f32>> {
+        match self {
+            Distance::Diag(l) => l.backward(x, g),
+            Distance::Full(l) => l.backward(x, g),
+            Distance::Affine(l) => l.backward(x, g),
+            Distance::Relu(l) => l.backward(x, g),
+            Distance::OffsetL2(l) => l.backward(x, g),
+        }
+    }
 }
 
 /// What a layer's forward pass keeps for its backward pass.
@@ -77,6 +149,7 @@ impl Layer {
             Layer::WnLinear { v, .. } => v.rows(),
             Layer::Act { act, .. } => act.output_width(input),
             Layer::Euclidean { mu, .. } => mu.rows(),
+            Layer::Distance(d) => d.dims().0,
             Layer::ProtoAttention { v, .. } => v.cols(),
         }
     }
@@ -88,6 +161,7 @@ impl Layer {
             Layer::WnLinear { v, .. } => v.cols(),
             Layer::Act { width, .. } => *width,
             Layer::Euclidean { mu, .. } | Layer::ProtoAttention { mu, .. } => mu.cols(),
+            Layer::Distance(d) => d.dims().1,
         }
     }
 
@@ -100,6 +174,7 @@ impl Layer {
             }
             Layer::Act { act, .. } => act.name(),
             Layer::Euclidean { mu, .. } => format!("euclidean K={}", mu.rows()),
+            Layer::Distance(d) => format!("distance K={}", d.dims().0),
             Layer::ProtoAttention { mu, v, .. } => {
                 format!("proto_attention K={} →{}", mu.rows(), v.cols())
             }
@@ -145,6 +220,7 @@ impl Layer {
                 }
             }
             Layer::Euclidean { mu, .. } => vec![mu.as_slice()],
+            Layer::Distance(d) => d.params(),
             Layer::ProtoAttention { mu, v, .. } => vec![mu.as_slice(), v.as_slice()],
         }
     }
@@ -164,6 +240,7 @@ impl Layer {
                 }
             }
             Layer::Euclidean { mu, .. } => vec![mu.as_mut_slice()],
+            Layer::Distance(d) => d.params_mut(),
             Layer::ProtoAttention { mu, v, .. } => vec![mu.as_mut_slice(), v.as_mut_slice()],
         }
     }
@@ -205,6 +282,16 @@ impl Layer {
                 Ok((f.out.clone(), Cache::Act(f)))
             }
             Layer::Euclidean { mu, tau } => Ok((euclidean(x, mu, *tau, par), Cache::None)),
+            Layer::Distance(d) => {
+                let out = d
+                    .forward(x.as_slice())
+                    .map_err(|e| TrainError::Loss(format!("layer {index}: {e}")))?;
+                Ok((
+                    Matrix::from_vec(n, d.dims().0, out)
+                        .map_err(|e| TrainError::Loss(e.to_string()))?,
+                    Cache::None,
+                ))
+            }
             Layer::ProtoAttention { mu, v, tau } => {
                 let d = euclidean(x, mu, *tau, par);
                 let neg = d.map(|v| -v);
@@ -256,6 +343,14 @@ impl Layer {
                     .vjp(params, x, f, g, par)
                     .map_err(|e| TrainError::Config(format!("layer {index}: {e}")))?;
                 Ok((dz, if params.is_empty() { vec![] } else { vec![dparams] }))
+            }
+            (Layer::Distance(d), _) => {
+                let g2 = d
+                    .backward(x.as_slice(), g.as_slice())
+                    .map_err(|e| TrainError::Loss(format!("layer {index}: {e}")))?;
+                let dx = Matrix::from_vec(n, x.cols(), g2.d_x)
+                    .map_err(|e| TrainError::Loss(e.to_string()))?;
+                Ok((dx, g2.d_params))
             }
             (Layer::Euclidean { mu, tau }, _) => {
                 let (dx, dmu) = euclidean_backward(x, mu, *tau, g, par);

@@ -34,6 +34,33 @@
 //! assert_eq!(report.steps, 9);
 //! assert!(report.final_loss.is_finite());
 //! ```
+//!
+//! Greedy layer-wise pretraining (approach 1), then end-to-end fine-tuning: each hidden
+//! linear layer minimises the LSE of its own scores (`d = −z`) plus a usage-balance volume
+//! control until its epoch loss changes by less than 0.1%, and is frozen before the next.
+//!
+//! ```
+//! use iem_activations::Activation;
+//! use iem_losses::volume::VolumeControl;
+//! use iem_tensor::Matrix;
+//! use iem_train::train::{self, Convergence, Loss, Stage, TrainConfig};
+//! use iem_train::{optim::OptimConfig, Init, Model};
+//! let sm = Activation::Softmax { temperature: Default::default() };
+//! let mut model = Model::mlp(&[2, 16, 16, 3], &[sm.clone(), sm], Init::PytorchDefault, 7).unwrap();
+//! let x = Matrix::from_fn(60, 2, |i, j| ((i * 7 + j * 3) % 11) as f32 / 5.0 - 1.0);
+//! let y: Vec<usize> = (0..60).map(|i| i % 3).collect();
+//! let cfg = TrainConfig { batch: 20, optim: OptimConfig::adam(1e-2), ..TrainConfig::default() };
+//! let balance = VolumeControl::Balance { weight: 1.0 };
+//! let stages = [
+//!     Stage { layers: 0..1, negate: true, control: balance.clone() },   // linear 2 → 16
+//!     Stage { layers: 2..3, negate: true, control: balance },           // linear 16 → 16
+//! ];
+//! let conv = Convergence { rel_tol: 1e-3, max_epochs: 30 };
+//! let reports = train::greedy(&mut model, &x, &stages, conv, &cfg, &mut ()).unwrap();
+//! assert_eq!(reports.len(), 2);
+//! let fine = TrainConfig { epochs: 5, ..cfg };
+//! train::end_to_end(&mut model, &x, &Loss::CrossEntropy(y), &[], &fine, &mut ()).unwrap();
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
@@ -42,7 +69,7 @@ pub mod optim;
 pub mod probe;
 pub mod train;
 
-pub use layer::{Cache, Layer};
+pub use layer::{Cache, Distance, Layer};
 
 use iem_activations::Activation;
 use iem_simd::Par;

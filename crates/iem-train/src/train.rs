@@ -42,6 +42,9 @@ pub enum AuxKind {
     SoftmaxBalance {
         /// Weight.
         weight: f64,
+        /// Use `softmax(−output)` (the output is a distance) instead of `softmax(output)`.
+        #[serde(default)]
+        negate: bool,
     },
     /// A kept per-layer LSE objective `weight · mean LSE(d)` with `d` the layer's output
     /// (`negate`: `d = −output`, for scores).
@@ -227,13 +230,14 @@ fn aux_term(
         Matrix::from_vec(n, k, g.into_iter().map(|v| v * s as f32).collect()).map_err(err_loss)
     };
     match kind {
-        AuxKind::SoftmaxBalance { weight } => {
+        AuxKind::SoftmaxBalance { weight, negate } => {
             let mut r = vec![0.0f32; n * k];
-            iem_simd::rows::softmax(a.as_slice(), k, 1.0, &mut r, Par::Seq);
+            let sign = if *negate { -1.0 } else { 1.0 };
+            iem_simd::rows::softmax(a.as_slice(), k, sign, &mut r, Par::Seq);
             let p = volume::balance_kl(&r, k).map_err(err_loss)?;
-            // r = softmax(z) = softmax(−d) with d = −z: ∂/∂z = −∂/∂d.
+            // r = softmax(sign·a) = softmax(−d) with d = −sign·a: ∂/∂a = −sign ∂/∂d.
             let gd = volume::chain_resp_to_d(&r, &p.grad, k);
-            Ok((weight * p.value, Some(wrap(gd, -weight)?), None))
+            Ok((weight * p.value, Some(wrap(gd, -(sign as f64) * weight)?), None))
         }
         AuxKind::Lse { weight, negate } => {
             let d: Vec<f32> = if *negate {
@@ -551,8 +555,23 @@ pub fn greedy(
         let last = st.layers.end - 1;
         let mut aux =
             vec![Aux { layer: last, kind: AuxKind::Lse { weight: 1.0, negate: st.negate } }];
-        if st.control != VolumeControl::None {
-            aux.push(Aux { layer: last, kind: AuxKind::Control { control: st.control.clone() } });
+        match st.control {
+            VolumeControl::None => {}
+            // Usage balance acts on the stage's responsibilities r = softmax(−d).
+            VolumeControl::Balance { weight } => aux.push(Aux {
+                layer: last,
+                kind: AuxKind::SoftmaxBalance { weight, negate: !st.negate },
+            }),
+            VolumeControl::UsageEntropy { .. }
+            | VolumeControl::MutualInformation { .. }
+            | VolumeControl::Sinkhorn { .. } => {
+                return Err(TrainError::Config(format!(
+                    "stage {si}: {:?} needs responsibilities; use Balance in a greedy stage, or put a softmax layer in the stage",
+                    st.control
+                )));
+            }
+            _ => aux
+                .push(Aux { layer: last, kind: AuxKind::Control { control: st.control.clone() } }),
         }
         let mut prev = f64::INFINITY;
         let (mut epochs, mut converged, mut last_loss) = (0, false, f64::NAN);

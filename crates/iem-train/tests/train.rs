@@ -98,6 +98,43 @@ fn models() -> Vec<Model> {
             Layer::Linear { w: w2, b: b2 },
         ],
     });
+    {
+        use iem_losses::distance::{DiagGaussian, FullGaussian, OffsetL2, ReluDistance};
+        use iem_train::Distance;
+        let mut dg = DiagGaussian::new(4, 3, mats(4, 3).into_vec());
+        dg.log_sigma = mats(4, 3).map(|v| 0.3 * v).into_vec();
+        let fg = FullGaussian::<f32>::from_gaussians(
+            3,
+            &[vec![0.0; 3], vec![0.5, -0.5, 0.2]],
+            &[
+                vec![1.0, 0.2, 0.0, 0.2, 1.5, 0.1, 0.0, 0.1, 0.8],
+                vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+            ],
+        )
+        .unwrap();
+        let ol = OffsetL2 {
+            alpha: mats(4, 3).map(|v| 1.0 + 0.3 * v).into_vec(),
+            mu: mats(4, 3).into_vec(),
+            k: 4,
+            d: 3,
+        };
+        let rd = ReluDistance { w: mats(4, 3).into_vec(), b: vec![0.3f32; 4], k: 4, d: 3 };
+        for (dist, k) in [
+            (Distance::Diag(dg), 4),
+            (Distance::Full(fg), 2),
+            (Distance::OffsetL2(ol), 4),
+            (Distance::Relu(rd), 4),
+        ] {
+            let (w3, b3) = (mats(3, k), vec![0.0f32; 3]);
+            v.push(Model {
+                layers: vec![
+                    Layer::Distance(dist),
+                    Layer::Act { act: Activation::Nls, params: vec![], width: k },
+                    Layer::Linear { w: w3, b: b3 },
+                ],
+            });
+        }
+    }
     let (w, b) = (mats(4, 3), vec![0.0f32; 4]);
     v.push(Model {
         layers: vec![
