@@ -158,8 +158,6 @@ fn em(md: &mut String, runs: &[Stored], figdir: &Path) -> Result<Vec<String>, St
         .unwrap();
     }
     if let Some(first) = runs.iter().find(|r| r.spec.seed == 0) {
-        let dir = crate::repo_root();
-        let _ = dir;
         let art: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(
                 figdir.parent().unwrap().join(first.spec.rel_dir()).join("artifacts.json"),
@@ -284,45 +282,27 @@ fn q1(
         verdicts.push((a.clone(), dm, test));
     }
     if controls.len() > 1 {
-        writeln!(
-            md,
-            "\n**Offset-aware duplicates by volume control** (mean ± 95% CI over seeds):\n"
-        )
-        .unwrap();
-        writeln!(
-            md,
-            "| activation | {} |\n|---|{}",
-            controls.join(" | "),
-            "---|".repeat(controls.len())
-        )
-        .unwrap();
-        for a in &acts {
-            let mut line = format!("| {a} |");
-            for c in &controls {
-                let v = per_seed(runs, "duplicates", |r| {
-                    &act_name(r) == a && r.spec.control.name() == c
-                });
-                write!(line, " {} |", ci(&v)).unwrap();
+        for (metric, title) in [
+            ("duplicates", "Offset-aware duplicates by volume control"),
+            ("dead_units", "Dead units by volume control"),
+        ] {
+            writeln!(md, "\n**{title}** (mean ± 95% CI over seeds):\n").unwrap();
+            writeln!(
+                md,
+                "| activation | {} |\n|---|{}",
+                controls.join(" | "),
+                "---|".repeat(controls.len())
+            )
+            .unwrap();
+            for a in &acts {
+                let mut line = format!("| {a} |");
+                for c in &controls {
+                    let v =
+                        per_seed(runs, metric, |r| &act_name(r) == a && r.spec.control.name() == c);
+                    write!(line, " {} |", ci(&v)).unwrap();
+                }
+                writeln!(md, "{line}").unwrap();
             }
-            writeln!(md, "{line}").unwrap();
-        }
-        writeln!(md, "\n**Dead units by volume control:**\n").unwrap();
-        writeln!(
-            md,
-            "| activation | {} |\n|---|{}",
-            controls.join(" | "),
-            "---|".repeat(controls.len())
-        )
-        .unwrap();
-        for a in &acts {
-            let mut line = format!("| {a} |");
-            for c in &controls {
-                let v = per_seed(runs, "dead_units", |r| {
-                    &act_name(r) == a && r.spec.control.name() == c
-                });
-                write!(line, " {} |", ci(&v)).unwrap();
-            }
-            writeln!(md, "{line}").unwrap();
         }
     }
     // Figure: lines of every unit, per data set × activation, smallest K, no control, seed 0.

@@ -3,33 +3,8 @@
 //! `cargo run --release -p iem-activations --example act_probe`
 use iem_activations::Activation;
 use iem_tensor::{Matrix, Par};
-use std::time::Instant;
 
-fn time<F: FnMut()>(mut f: F, min_secs: f64) -> f64 {
-    f();
-    let mut iters = 1usize;
-    loop {
-        let t = Instant::now();
-        for _ in 0..iters {
-            f();
-        }
-        if t.elapsed().as_secs_f64() > min_secs / 5.0 {
-            break;
-        }
-        iters *= 2;
-    }
-    let mut v: Vec<f64> = (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                f();
-            }
-            t.elapsed().as_secs_f64() / iters as f64
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v[2]
-}
+use iem_simd::timing::median_seconds as time;
 
 fn main() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();

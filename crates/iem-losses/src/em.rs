@@ -38,7 +38,7 @@ pub fn soft_kmeans(x: &[f64], d: usize, mu0: &[f64], tau: f64, iters: usize) -> 
     let mut mu = mu0.to_vec();
     let mut trace = Vec::with_capacity(iters);
     for _ in 0..iters {
-        let (r, ll) = soft_kmeans_estep(x, d, &mu, tau);
+        let (r, _) = soft_kmeans_estep(x, d, &mu, tau);
         let mut num = vec![0.0; k * d];
         let mut den = vec![0.0; k];
         for i in 0..n {
@@ -56,7 +56,6 @@ pub fn soft_kmeans(x: &[f64], d: usize, mu0: &[f64], tau: f64, iters: usize) -> 
                 }
             }
         }
-        let _ = ll;
         trace.push(soft_kmeans_estep(x, d, &mu, tau).1);
     }
     Ok(SoftKMeans { mu, trace })

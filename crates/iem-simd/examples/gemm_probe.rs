@@ -3,34 +3,8 @@
 //! threads, and this machine's single-core FMA peak.
 //! `cargo run --release -p iem-simd --example gemm_probe`
 use iem_simd::{Gemm, Par, rows};
-use std::time::Instant;
 
-/// Median seconds per call over repeated timed batches of at least `min_secs`.
-fn time<F: FnMut()>(mut f: F, min_secs: f64) -> f64 {
-    f();
-    let mut iters = 1usize;
-    loop {
-        let t = Instant::now();
-        for _ in 0..iters {
-            f();
-        }
-        if t.elapsed().as_secs_f64() > min_secs / 5.0 {
-            break;
-        }
-        iters *= 2;
-    }
-    let mut v: Vec<f64> = (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                f();
-            }
-            t.elapsed().as_secs_f64() / iters as f64
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v[2]
-}
+use iem_simd::timing::median_seconds as time;
 
 fn main() {
     let peak = iem_simd::simd::fma_peak_gflops(100_000_000);

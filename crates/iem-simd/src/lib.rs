@@ -36,6 +36,7 @@ pub mod math;
 pub mod reference;
 pub mod rows;
 pub mod simd;
+pub mod timing;
 
 pub use gemm::Gemm;
 pub use isa::{Isa, IsaError, Par};

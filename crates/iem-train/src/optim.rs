@@ -149,43 +149,30 @@ impl Optimizer {
             for (pi, p) in params.into_iter().enumerate() {
                 let g = &grads[gi][pi];
                 let (m, v) = (&mut self.m[li][pi], &mut self.v[li][pi]);
-                match self.cfg.method {
+                // Adam adds L2 decay to the gradient; AdamW decays the weights directly.
+                let (beta1, beta2, eps, l2, decoupled) = match self.cfg.method {
                     Method::Sgd { momentum, weight_decay } => {
-                        sgd_update(lr, momentum, weight_decay, p, g, m)
+                        sgd_update(lr, momentum, weight_decay, p, g, m);
+                        continue;
                     }
-                    Method::Adam { beta1, beta2, eps, weight_decay } => adam_update(
-                        AdamStep {
-                            lr,
-                            beta1,
-                            beta2,
-                            eps,
-                            bias_correction1: 1.0 - beta1.powi(t),
-                            bias_correction2: 1.0 - beta2.powi(t),
-                            l2: weight_decay,
-                            decoupled: 0.0,
-                        },
-                        p,
-                        g,
-                        m,
-                        v,
-                    ),
-                    Method::AdamW { beta1, beta2, eps, weight_decay } => adam_update(
-                        AdamStep {
-                            lr,
-                            beta1,
-                            beta2,
-                            eps,
-                            bias_correction1: 1.0 - beta1.powi(t),
-                            bias_correction2: 1.0 - beta2.powi(t),
-                            l2: 0.0,
-                            decoupled: weight_decay,
-                        },
-                        p,
-                        g,
-                        m,
-                        v,
-                    ),
-                }
+                    Method::Adam { beta1, beta2, eps, weight_decay } => {
+                        (beta1, beta2, eps, weight_decay, 0.0)
+                    }
+                    Method::AdamW { beta1, beta2, eps, weight_decay } => {
+                        (beta1, beta2, eps, 0.0, weight_decay)
+                    }
+                };
+                let h = AdamStep {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                    bias_correction1: 1.0 - beta1.powi(t),
+                    bias_correction2: 1.0 - beta2.powi(t),
+                    l2,
+                    decoupled,
+                };
+                adam_update(h, p, g, m, v);
             }
         }
         norm

@@ -4,7 +4,6 @@
 use crate::optim::OptimConfig;
 use crate::train::{Loss, TrainConfig, end_to_end};
 use crate::{Init, Model, Result, TrainError};
-use iem_simd::Par;
 use iem_tensor::Matrix;
 use nalgebra::DMatrix;
 
@@ -112,7 +111,6 @@ pub fn logistic(
     }
     let cfg = TrainConfig { epochs, batch: 0, seed, optim: opt, ..TrainConfig::default() };
     end_to_end(&mut m, x, &Loss::CrossEntropy(labels.to_vec()), &[], &cfg, &mut ())?;
-    let _ = Par::Seq;
     match &m.layers[0] {
         crate::Layer::Linear { w, b } => Ok(Probe {
             w: DMatrix::from_fn(w.cols(), w.rows(), |i, j| w.get(j, i) as f64),
