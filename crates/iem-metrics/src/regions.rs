@@ -16,18 +16,26 @@ pub fn linear_regions(w: &Matrix, b: &[f32], bx: Box2, grid: usize) -> Result<us
             detail: format!("needs W: K × 2 and K biases, got {k}×{d} and {}", b.len()),
         });
     }
-    let mut seen = BTreeSet::new();
-    for gy in 0..grid {
-        for gx in 0..grid {
-            let x = bx.x0 + (bx.x1 - bx.x0) * (gx as f64 + 0.5) / grid as f64;
-            let y = bx.y0 + (bx.y1 - bx.y0) * (gy as f64 + 0.5) / grid as f64;
-            let pattern: Vec<bool> = (0..k)
-                .map(|j| w.get(j, 0) as f64 * x + w.get(j, 1) as f64 * y + b[j] as f64 > 0.0)
-                .collect();
-            seen.insert(pattern);
-        }
-    }
+    let seen: BTreeSet<Vec<bool>> =
+        grid_scores(w, b, bx, grid).map(|s| s.iter().map(|&v| v > 0.0).collect()).collect();
     Ok(seen.len())
+}
+
+/// The scores `w_j·x + b_j` of every unit at each centre of a `grid × grid` lattice of the
+/// box, row by row.
+fn grid_scores<'a>(
+    w: &'a Matrix,
+    b: &'a [f32],
+    bx: Box2,
+    grid: usize,
+) -> impl Iterator<Item = Vec<f64>> + 'a {
+    (0..grid * grid).map(move |c| {
+        let x = bx.x0 + (bx.x1 - bx.x0) * ((c % grid) as f64 + 0.5) / grid as f64;
+        let y = bx.y0 + (bx.y1 - bx.y0) * ((c / grid) as f64 + 0.5) / grid as f64;
+        (0..w.rows())
+            .map(|j| w.get(j, 0) as f64 * x + w.get(j, 1) as f64 * y + b[j] as f64)
+            .collect()
+    })
 }
 
 /// The arrangement bound `1 + K + K(K−1)/2`: the most regions K lines in general position
@@ -46,20 +54,17 @@ pub fn argmax_cells(w: &Matrix, b: &[f32], bx: Box2, grid: usize) -> Result<usiz
             detail: format!("needs W: K × 2 (K ≥ 1) and K biases, got {k}×{d} and {}", b.len()),
         });
     }
-    let mut seen = BTreeSet::new();
-    for gy in 0..grid {
-        for gx in 0..grid {
-            let x = bx.x0 + (bx.x1 - bx.x0) * (gx as f64 + 0.5) / grid as f64;
-            let y = bx.y0 + (bx.y1 - bx.y0) * (gy as f64 + 0.5) / grid as f64;
-            let mut best = (f64::NEG_INFINITY, 0usize);
-            for j in 0..k {
-                let s = w.get(j, 0) as f64 * x + w.get(j, 1) as f64 * y + b[j] as f64;
-                if s > best.0 {
-                    best = (s, j);
+    let seen: BTreeSet<usize> = grid_scores(w, b, bx, grid)
+        .map(|s| {
+            // arg-max, ties to the lowest index
+            let mut best = 0;
+            for (j, &v) in s.iter().enumerate() {
+                if v > s[best] {
+                    best = j;
                 }
             }
-            seen.insert(best.1);
-        }
-    }
+            best
+        })
+        .collect();
     Ok(seen.len())
 }
