@@ -103,43 +103,34 @@ fn top_k_mask(z: &[f32], kk: usize, idx: &mut Vec<usize>, keep: &mut [bool]) {
     }
 }
 
-/// Top-k forward: keep the `kk` largest entries of each row.
-pub(crate) fn top_k(z: &[f32], k: usize, kk: usize, out: &mut [f32], par: Par) {
-    let run = |z: &[f32], o: &mut [f32]| {
+/// `out = src` on each row's top-`kk` entries of `z`, 0 elsewhere: the forward pass with
+/// `src = z`, the backward pass with `src = g`.
+fn mask_top_k(z: &[f32], src: &[f32], k: usize, kk: usize, out: &mut [f32], par: Par) {
+    let run = |z: &[f32], s: &[f32], o: &mut [f32]| {
         let (mut idx, mut keep) = (Vec::with_capacity(k), vec![false; k]);
-        for (zr, or) in z.chunks_exact(k).zip(o.chunks_exact_mut(k)) {
+        for ((zr, sr), or) in z.chunks_exact(k).zip(s.chunks_exact(k)).zip(o.chunks_exact_mut(k)) {
             top_k_mask(zr, kk, &mut idx, &mut keep);
             for i in 0..k {
-                or[i] = if keep[i] { zr[i] } else { 0.0 };
+                or[i] = if keep[i] { sr[i] } else { 0.0 };
             }
         }
     };
     if par.degree() > 1 {
         z.par_chunks(BLOCK_ROWS * k)
+            .zip(src.par_chunks(BLOCK_ROWS * k))
             .zip(out.par_chunks_mut(BLOCK_ROWS * k))
-            .for_each(|(z, o)| run(z, o));
+            .for_each(|((z, s), o)| run(z, s, o));
     } else {
-        run(z, out);
+        run(z, src, out);
     }
+}
+
+/// Top-k forward: keep the `kk` largest entries of each row.
+pub(crate) fn top_k(z: &[f32], k: usize, kk: usize, out: &mut [f32], par: Par) {
+    mask_top_k(z, z, k, kk, out, par)
 }
 
 /// Top-k backward: `g` on the kept entries, 0 elsewhere.
 pub(crate) fn top_k_backward(z: &[f32], k: usize, kk: usize, g: &[f32], dz: &mut [f32], par: Par) {
-    let run = |z: &[f32], g: &[f32], d: &mut [f32]| {
-        let (mut idx, mut keep) = (Vec::with_capacity(k), vec![false; k]);
-        for ((zr, gr), dr) in z.chunks_exact(k).zip(g.chunks_exact(k)).zip(d.chunks_exact_mut(k)) {
-            top_k_mask(zr, kk, &mut idx, &mut keep);
-            for i in 0..k {
-                dr[i] = if keep[i] { gr[i] } else { 0.0 };
-            }
-        }
-    };
-    if par.degree() > 1 {
-        z.par_chunks(BLOCK_ROWS * k)
-            .zip(g.par_chunks(BLOCK_ROWS * k))
-            .zip(dz.par_chunks_mut(BLOCK_ROWS * k))
-            .for_each(|((z, g), d)| run(z, g, d));
-    } else {
-        run(z, g, dz);
-    }
+    mask_top_k(z, g, k, kk, dz, par)
 }
