@@ -53,6 +53,26 @@ pub enum AuxKind {
         weight: f64,
         /// Read the output as scores.
         negate: bool,
+        /// Sum the per-sample LSE over the batch instead of averaging it (the convention
+        /// of arXiv 2601.06478).
+        #[serde(default)]
+        sum: bool,
+    },
+    /// A volume control on the responsibilities `r = softmax(−output)` (`negate`:
+    /// `softmax(output)`), chained back to the layer output: usage balance, usage entropy,
+    /// mutual information or Sinkhorn targets for a layer that outputs distances or scores.
+    Responsibilities {
+        /// The control (balance, usage entropy, mutual information or Sinkhorn).
+        control: VolumeControl,
+        /// Read the output as scores.
+        #[serde(default)]
+        negate: bool,
+    },
+    /// Sparsity `weight · mean_n Σ_j |a_nj|` (the L1 penalty of a standard sparse
+    /// autoencoder).
+    L1 {
+        /// Weight.
+        weight: f64,
     },
 }
 
@@ -146,6 +166,9 @@ pub trait Observer {
     fn on_step(&mut self, _info: &StepInfo) {}
     /// Called after every epoch with the epoch's mean loss.
     fn on_epoch(&mut self, _epoch: usize, _mean_loss: f64) {}
+    /// Called after every epoch (after [`Observer::on_epoch`]) with the model as it is
+    /// then, for measurements over training.
+    fn on_model(&mut self, _epoch: usize, _model: &Model) {}
 }
 
 impl Observer for () {}
@@ -218,6 +241,14 @@ fn main_loss(loss: &Loss, out: &Matrix, idx: &[usize]) -> Result<(f64, Matrix)> 
     Ok((v, Matrix::from_vec(n, c, g).map_err(err_loss)?))
 }
 
+/// Value and gradient (with respect to the layer output `a`) of an auxiliary objective on
+/// a batch, exactly as the trainers add it to the loss. Objectives on weights
+/// (orthogonality) are rejected: they need the layer.
+pub fn aux_objective(kind: &AuxKind, a: &Matrix) -> Result<(f64, Option<Matrix>)> {
+    let (v, g, _) = aux_term(kind, a, None)?;
+    Ok((v, g))
+}
+
 /// Value and gradient (w.r.t. the layer output) of an auxiliary objective; weight
 /// gradients for orthogonality are returned separately.
 fn aux_term(
@@ -239,15 +270,52 @@ fn aux_term(
             let gd = volume::chain_resp_to_d(&r, &p.grad, k);
             Ok((weight * p.value, Some(wrap(gd, -(sign as f64) * weight)?), None))
         }
-        AuxKind::Lse { weight, negate } => {
+        AuxKind::Lse { weight, negate, sum } => {
             let d: Vec<f32> = if *negate {
                 a.as_slice().iter().map(|v| -v).collect()
             } else {
                 a.as_slice().to_vec()
             };
-            let o = lse_loss(&d, k, Reduction::Mean).map_err(err_loss)?;
+            let red = if *sum { Reduction::Sum } else { Reduction::Mean };
+            let o = lse_loss(&d, k, red).map_err(err_loss)?;
             let s = if *negate { -weight } else { *weight };
             Ok((weight * o.value, Some(wrap(o.grad, s)?), None))
+        }
+        AuxKind::L1 { weight } => {
+            let g: Vec<f32> =
+                a.as_slice().iter().map(|v| v.signum() * (v.abs() > 0.0) as u8 as f32).collect();
+            let value = a.as_slice().iter().map(|v| v.abs() as f64).sum::<f64>() / n.max(1) as f64;
+            Ok((weight * value, Some(wrap(g, weight / n.max(1) as f64)?), None))
+        }
+        AuxKind::Responsibilities { control, negate } => {
+            let mut r = vec![0.0f32; n * k];
+            let sign = if *negate { 1.0 } else { -1.0 };
+            iem_simd::rows::softmax(a.as_slice(), k, sign, &mut r, Par::Seq);
+            let (w, p) = match *control {
+                VolumeControl::Balance { weight } => (weight, volume::balance_kl(&r, k)),
+                VolumeControl::UsageEntropy { weight } => (weight, volume::usage_entropy(&r, k)),
+                VolumeControl::MutualInformation { weight } => {
+                    (weight, volume::mutual_information(&r, k))
+                }
+                VolumeControl::Sinkhorn { weight, eps, iters } => {
+                    // Targets q from Sinkhorn on the responsibilities, held constant; the
+                    // loss is the soft cross-entropy of r = softmax(sign·a) against q.
+                    let q = volume::sinkhorn(&r, k, eps, iters).map_err(err_loss)?;
+                    let logits: Vec<f32> = a.as_slice().iter().map(|v| sign * v).collect();
+                    let o =
+                        soft_cross_entropy(&logits, &q, k, Reduction::Mean).map_err(err_loss)?;
+                    return Ok((weight * o.value, Some(wrap(o.grad, sign as f64 * weight)?), None));
+                }
+                ref other => {
+                    return Err(TrainError::Config(format!(
+                        "{other:?} is not a control on responsibilities (balance, usage_entropy, mutual_information, sinkhorn)"
+                    )));
+                }
+            };
+            let p = p.map_err(err_loss)?;
+            // r = softmax(−d) with d = −sign·a: ∂/∂a = −sign ∂/∂d.
+            let gd = volume::chain_resp_to_d(&r, &p.grad, k);
+            Ok((w * p.value, Some(wrap(gd, -(sign as f64) * w)?), None))
         }
         AuxKind::Control { control } => {
             let r = a.as_slice();
@@ -400,6 +468,23 @@ pub fn train_range(
     cfg: &TrainConfig,
     obs: &mut dyn Observer,
 ) -> Result<TrainReport> {
+    Ok(train_until(model, x, range, loss, aux, cfg, obs, None)?.0)
+}
+
+/// [`train_range`] that also stops early once an epoch's loss improves by less than
+/// `conv.rel_tol` of its magnitude (`cfg.epochs` is then the maximum); one optimiser state
+/// throughout. Returns the report and whether the criterion was met.
+#[allow(clippy::too_many_arguments)]
+fn train_until(
+    model: &mut Model,
+    x: &Matrix,
+    range: Range<usize>,
+    loss: &Loss,
+    aux: &[Aux],
+    cfg: &TrainConfig,
+    obs: &mut dyn Observer,
+    conv: Option<f64>,
+) -> Result<(TrainReport, bool)> {
     model.check()?;
     let n = x.rows();
     if n == 0 {
@@ -436,6 +521,8 @@ pub fn train_range(
     };
     let base = frozen_input.as_ref().unwrap_or(x);
     let mut step = 0;
+    let mut converged = false;
+    let mut prev = f64::INFINITY;
     for epoch in 0..cfg.epochs {
         let mut total = 0.0;
         let bs = batches(n, cfg.batch, &mut rng);
@@ -493,10 +580,18 @@ pub fn train_range(
         report.epoch_loss.push(mean);
         obs.on_epoch(epoch, mean);
         alarms(model, x, cfg, step, &mut report)?;
+        obs.on_model(epoch, model);
+        if let Some(tol) = conv {
+            if (prev - mean).abs() <= tol * mean.abs().max(1e-12) {
+                converged = true;
+                break;
+            }
+            prev = mean;
+        }
     }
     report.steps = step;
     report.final_loss = report.epoch_loss.last().copied().unwrap_or(f64::NAN);
-    Ok(report)
+    Ok((report, converged))
 }
 
 /// One greedy stage: train `layers` (the earlier ones frozen) to minimise the LSE of the
@@ -553,8 +648,10 @@ pub fn greedy(
             )));
         }
         let last = st.layers.end - 1;
-        let mut aux =
-            vec![Aux { layer: last, kind: AuxKind::Lse { weight: 1.0, negate: st.negate } }];
+        let mut aux = vec![Aux {
+            layer: last,
+            kind: AuxKind::Lse { weight: 1.0, negate: st.negate, sum: false },
+        }];
         match st.control {
             VolumeControl::None => {}
             // Usage balance acts on the stage's responsibilities r = softmax(−d).
@@ -564,33 +661,30 @@ pub fn greedy(
             }),
             VolumeControl::UsageEntropy { .. }
             | VolumeControl::MutualInformation { .. }
-            | VolumeControl::Sinkhorn { .. } => {
-                return Err(TrainError::Config(format!(
-                    "stage {si}: {:?} needs responsibilities; use Balance in a greedy stage, or put a softmax layer in the stage",
-                    st.control
-                )));
-            }
+            | VolumeControl::Sinkhorn { .. } => aux.push(Aux {
+                layer: last,
+                kind: AuxKind::Responsibilities { control: st.control.clone(), negate: st.negate },
+            }),
             _ => aux
                 .push(Aux { layer: last, kind: AuxKind::Control { control: st.control.clone() } }),
         }
-        let mut prev = f64::INFINITY;
-        let (mut epochs, mut converged, mut last_loss) = (0, false, f64::NAN);
-        while epochs < conv.max_epochs {
-            let c = TrainConfig {
-                epochs: 1,
-                seed: cfg.seed.wrapping_add((si * 1_000_003 + epochs) as u64),
-                ..cfg.clone()
-            };
-            let r = train_range(model, x, st.layers.clone(), &Loss::Zero, &aux, &c, obs)?;
-            epochs += 1;
-            last_loss = r.final_loss;
-            if (prev - last_loss).abs() <= conv.rel_tol * last_loss.abs().max(1e-12) {
-                converged = true;
-                break;
-            }
-            prev = last_loss;
-        }
-        out.push(StageReport { epochs, converged, final_loss: last_loss });
+        // One optimiser state per stage (its schedule spans `max_epochs`).
+        let c = TrainConfig {
+            epochs: conv.max_epochs,
+            seed: cfg.seed.wrapping_add((si * 1_000_003) as u64),
+            ..cfg.clone()
+        };
+        let (r, converged) = train_until(
+            model,
+            x,
+            st.layers.clone(),
+            &Loss::Zero,
+            &aux,
+            &c,
+            obs,
+            Some(conv.rel_tol),
+        )?;
+        out.push(StageReport { epochs: r.epoch_loss.len(), converged, final_loss: r.final_loss });
     }
     Ok(out)
 }

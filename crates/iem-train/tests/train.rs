@@ -366,7 +366,7 @@ fn greedy_then_fine_tune_and_probes() {
         &mut m,
         &x,
         &Loss::CrossEntropy(y.clone()),
-        &[Aux { layer: 0, kind: AuxKind::Lse { weight: 0.1, negate: false } }],
+        &[Aux { layer: 0, kind: AuxKind::Lse { weight: 0.1, negate: false, sum: false } }],
         &ft,
         &mut (),
     )
@@ -445,4 +445,62 @@ fn checkpoints_roundtrip_and_reject_garbage() {
         Err(CheckpointError::Io(_))
     ));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn auxiliary_objectives_pass_the_checker() {
+    let mut r = ChaCha8Rng::seed_from_u64(11);
+    // Entries kept away from 0 so the L1 kink is not crossed by the finite differences.
+    let a0: Vec<f64> = (0..9 * 5)
+        .map(|_| {
+            let v: f64 = r.random_range(0.2..1.5);
+            if r.random_range(0.0..1.0) < 0.5 { -v } else { v }
+        })
+        .collect();
+    let kinds = [
+        AuxKind::Lse { weight: 0.7, negate: false, sum: true },
+        AuxKind::Lse { weight: 0.7, negate: true, sum: false },
+        AuxKind::L1 { weight: 0.3 },
+        AuxKind::SoftmaxBalance { weight: 1.3, negate: true },
+        AuxKind::Responsibilities {
+            control: VolumeControl::Balance { weight: 1.3 },
+            negate: false,
+        },
+        AuxKind::Responsibilities { control: VolumeControl::Balance { weight: 0.9 }, negate: true },
+        AuxKind::Responsibilities {
+            control: VolumeControl::UsageEntropy { weight: 0.8 },
+            negate: false,
+        },
+        AuxKind::Responsibilities {
+            control: VolumeControl::MutualInformation { weight: 0.6 },
+            negate: true,
+        },
+    ];
+    let tol = Tolerance { step: 1e-2, rtol: 2e-3, atol: 1e-5, richardson: true };
+    for (i, kind) in kinds.iter().enumerate() {
+        let m = |p: &[f64]| Matrix::from_fn(9, 5, |r, c| p[r * 5 + c] as f32);
+        let (_, g) = train::aux_objective(kind, &m(&a0)).unwrap();
+        let g: Vec<f64> = g.unwrap().as_slice().iter().map(|&v| v as f64).collect();
+        let f = |p: &[f64]| train::aux_objective(kind, &m(p)).unwrap().0;
+        check_directional(f, &a0, &g, 8, i as u64, tol).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+    }
+    // The sum convention is the mean times the batch size.
+    let a = Matrix::from_fn(9, 5, |r, c| a0[r * 5 + c] as f32);
+    let s = train::aux_objective(&AuxKind::Lse { weight: 1.0, negate: false, sum: true }, &a)
+        .unwrap()
+        .0;
+    let m = train::aux_objective(&AuxKind::Lse { weight: 1.0, negate: false, sum: false }, &a)
+        .unwrap()
+        .0;
+    assert!((s - 9.0 * m).abs() < 1e-9 * s.abs().max(1.0), "{s} vs {m}");
+    // Controls that are not about responsibilities are refused with a message.
+    let e = train::aux_objective(
+        &AuxKind::Responsibilities {
+            control: VolumeControl::Decorrelation { weight: 1.0 },
+            negate: false,
+        },
+        &a,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("not a control on responsibilities"), "{e}");
 }
