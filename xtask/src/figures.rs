@@ -220,3 +220,93 @@ pub fn lines_grid(
     }
     root.present().map_err(err)
 }
+
+/// One panel of [`line_panels`]: named series of `(x, y)` points.
+pub struct Panel {
+    /// Title above the panel.
+    pub title: String,
+    /// Label of the x axis.
+    pub x_label: String,
+    /// `(name, points)`; the same name gets the same colour in every panel.
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+/// Line plots in a grid of up to three columns, one colour per series name, with a legend
+/// in the first panel.
+pub fn line_panels(panels: &[Panel], path: &Path) -> Result<(), String> {
+    fonts();
+    let cols = panels.len().clamp(1, 3);
+    let rows = panels.len().div_ceil(cols).max(1);
+    let (pw, ph) = (460u32, 340u32);
+    let root = SVGBackend::new(path, (pw * cols as u32, ph * rows as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let areas = root.split_evenly((rows, cols));
+    let mut names: Vec<String> = Vec::new();
+    for p in panels {
+        for (n, _) in &p.series {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    for (pi, (p, area)) in panels.iter().zip(&areas).enumerate() {
+        let pts: Vec<(f64, f64)> = p
+            .series
+            .iter()
+            .flat_map(|(_, v)| v.iter().copied())
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect();
+        if pts.is_empty() {
+            continue;
+        }
+        let (mut x0, mut x1, mut y0, mut y1) =
+            (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+        for (x, y) in &pts {
+            x0 = x0.min(*x);
+            x1 = x1.max(*x);
+            y0 = y0.min(*y);
+            y1 = y1.max(*y);
+        }
+        let (dx, dy) = ((x1 - x0).max(1e-9), (y1 - y0).max(1e-9));
+        let mut c = ChartBuilder::on(area)
+            .caption(&p.title, ("sans-serif", 17))
+            .margin(10)
+            .x_label_area_size(34)
+            .y_label_area_size(56)
+            .build_cartesian_2d(x0 - 0.02 * dx..x1 + 0.02 * dx, y0 - 0.05 * dy..y1 + 0.05 * dy)
+            .map_err(err)?;
+        c.configure_mesh()
+            .x_desc(p.x_label.as_str())
+            .light_line_style(WHITE)
+            .draw()
+            .map_err(err)?;
+        for (name, v) in &p.series {
+            let col = PALETTE[names.iter().position(|n| n == name).unwrap_or(0) % 10];
+            let s = c
+                .draw_series(LineSeries::new(
+                    v.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()),
+                    col.stroke_width(2),
+                ))
+                .map_err(err)?;
+            if pi == 0 {
+                s.label(name.as_str()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 15, y)], col.stroke_width(2))
+                });
+            }
+            if v.len() <= 12 {
+                c.draw_series(v.iter().map(|&(x, y)| Circle::new((x, y), 3, col.filled())))
+                    .map_err(err)?;
+            }
+        }
+        if pi == 0 {
+            c.configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 13))
+                .draw()
+                .map_err(err)?;
+        }
+    }
+    root.present().map_err(err)
+}

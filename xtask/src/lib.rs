@@ -4,11 +4,13 @@
 
 pub mod figures;
 pub mod report;
+mod studies;
 
 #[cfg(test)]
 mod tidy;
 
 use iem_simd::Par;
+use iem_spec::run::DataDirs;
 use iem_spec::{Experiment, RunSpec};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
@@ -83,6 +85,9 @@ pub struct Options {
     pub shard: Option<Shard>,
     /// Show progress bars (only when stderr is a terminal).
     pub progress: bool,
+    /// Where MNIST and Fashion-MNIST live; runs that need a directory not given are
+    /// skipped (and the report says so).
+    pub dirs: DataDirs,
 }
 
 /// What is stored beside each run once it finished.
@@ -96,14 +101,24 @@ pub struct Stored {
     pub seconds: f64,
 }
 
-/// The runs of `exp` under `opts` (seed override applied).
-pub fn runs_of(exp: &Experiment, opts: &Options) -> Vec<RunSpec> {
+fn all_runs(exp: &Experiment, opts: &Options) -> Vec<RunSpec> {
     let mut e = exp.clone();
     if let Some(s) = opts.seeds {
         e.seeds = s;
         e.quick.seeds = Some(s);
     }
     e.runs(opts.quick)
+}
+
+/// The runs of `exp` under `opts` (seed override applied; runs whose data directory was
+/// not given left out).
+pub fn runs_of(exp: &Experiment, opts: &Options) -> Vec<RunSpec> {
+    all_runs(exp, opts).into_iter().filter(|r| opts.dirs.has(r)).collect()
+}
+
+/// How many runs of `exp` are left out because their data directory was not given.
+pub fn skipped_of(exp: &Experiment, opts: &Options) -> usize {
+    all_runs(exp, opts).iter().filter(|r| !opts.dirs.has(r)).count()
 }
 
 /// A finished run's record, if the folder holds one written for exactly this spec.
@@ -121,11 +136,11 @@ fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), String> {
 /// Executes one run and writes its folder: checkpoint, artefacts, config, then metrics
 /// (the completion marker), each atomically. A run killed at any moment leaves either no
 /// `metrics.json` (and is redone) or a complete one.
-pub fn execute_and_store(root: &Path, spec: &RunSpec) -> Result<Stored, String> {
+pub fn execute_and_store(root: &Path, spec: &RunSpec, dirs: &DataDirs) -> Result<Stored, String> {
     let dir = root.join(spec.rel_dir());
     let t = Instant::now();
-    let res =
-        iem_spec::run::execute(spec, Par::Seq).map_err(|e| format!("{}: {e}", spec.rel_dir()))?;
+    let res = iem_spec::run::execute(spec, Par::Seq, dirs)
+        .map_err(|e| format!("{}: {e}", spec.rel_dir()))?;
     let config = serde_json::to_string(spec).map_err(|e| e.to_string())?;
     let hash = iem_spec::run::hash(&config);
     if let Some(m) = &res.model {
@@ -189,7 +204,7 @@ pub fn sweep(exps: &[Experiment], opts: &Options) -> Result<SweepSummary, String
         let errs: Vec<String> = pool.install(|| {
             todo.par_iter()
                 .filter_map(|r| {
-                    let res = execute_and_store(&opts.out, r);
+                    let res = execute_and_store(&opts.out, r, &opts.dirs);
                     bar.inc(1);
                     match res {
                         Ok(_) => None,

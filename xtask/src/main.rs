@@ -62,9 +62,13 @@ struct Flags {
     /// List the runs instead of running them.
     #[arg(long)]
     list: bool,
-    /// MNIST directory (IDX files); also read from IEM_MNIST_DIR. Not used by E0/E1.
+    /// MNIST directory (IDX files, optionally .gz); also read from IEM_MNIST_DIR. Without
+    /// it the MNIST studies (E3, E6 at MNIST scale, E8) are skipped.
     #[arg(long)]
     mnist: Option<PathBuf>,
+    /// Fashion-MNIST directory; also read from IEM_FASHION_MNIST_DIR.
+    #[arg(long)]
+    fashion_mnist: Option<PathBuf>,
     /// With `report`: also copy the report and its figures to docs/results.md and
     /// docs/figures/ (the committed results of the latest full run).
     #[arg(long)]
@@ -84,6 +88,13 @@ fn options(f: &Flags) -> Result<Options, String> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         shard: f.shard.as_deref().map(Shard::parse).transpose()?,
         progress: std::io::stderr().is_terminal(),
+        dirs: iem_spec::run::DataDirs {
+            mnist: iem_data::idx::resolve_dir(f.mnist.as_deref(), iem_data::idx::MNIST_ENV),
+            fashion_mnist: iem_data::idx::resolve_dir(
+                f.fashion_mnist.as_deref(),
+                iem_data::idx::FASHION_ENV,
+            ),
+        },
     })
 }
 
@@ -124,10 +135,12 @@ fn run_and_report(exps: Vec<iem_spec::Experiment>, f: &Flags) -> Result<(), Stri
         list(&exps, &opts, true);
         return Ok(());
     }
-    if let Some(d) = iem_data::idx::resolve_dir(f.mnist.as_deref(), iem_data::idx::MNIST_ENV) {
+    let skipped: usize = exps.iter().map(|e| xtask::skipped_of(e, &opts)).sum();
+    if skipped > 0 {
         eprintln!(
-            "note: MNIST directory {} noted; the experiments in this version (E0, E1) do not use it",
-            d.display()
+            "note: {skipped} runs need MNIST or Fashion-MNIST and are skipped: pass --mnist DIR / --fashion-mnist DIR (or set {} / {})",
+            iem_data::idx::MNIST_ENV,
+            iem_data::idx::FASHION_ENV
         );
     }
     let t = Instant::now();
@@ -182,6 +195,7 @@ fn main() {
                 only: None,
                 list: false,
                 mnist: None,
+                fashion_mnist: None,
                 publish: false,
             };
             load_all().and_then(|e| run_and_report(e, &f))

@@ -44,7 +44,7 @@ pub fn snap(v: f64) -> String {
     sig(r)
 }
 
-fn ci(v: &[f64]) -> String {
+pub(crate) fn ci(v: &[f64]) -> String {
     match mean_ci(v) {
         (m, _, Some(h)) => format!("{} ± {}", sig(m), sig(h)),
         (m, _, None) => sig(m),
@@ -53,7 +53,7 @@ fn ci(v: &[f64]) -> String {
 
 /// Per-seed means of `metric` over the runs selected by `keep` (averaging the cells of each
 /// seed), in seed order.
-fn per_seed(runs: &[Stored], metric: &str, keep: impl Fn(&Stored) -> bool) -> Vec<f64> {
+pub(crate) fn per_seed(runs: &[Stored], metric: &str, keep: impl Fn(&Stored) -> bool) -> Vec<f64> {
     let mut by: BTreeMap<u64, (f64, usize)> = BTreeMap::new();
     for r in runs.iter().filter(|r| keep(r)) {
         if let Some(v) = r.metrics.get(metric) {
@@ -65,7 +65,7 @@ fn per_seed(runs: &[Stored], metric: &str, keep: impl Fn(&Stored) -> bool) -> Ve
     by.values().map(|(s, n)| s / *n as f64).collect()
 }
 
-fn act_name(r: &Stored) -> String {
+pub(crate) fn act_name(r: &Stored) -> String {
     r.spec.activation.as_ref().map_or("none".into(), |a| a.name())
 }
 
@@ -89,7 +89,11 @@ pub fn build(exps: &[Experiment], opts: &Options) -> Result<(String, Summary), S
         let runs = collect(root, exp, opts);
         total_secs += runs.iter().map(|r| r.seconds).sum::<f64>();
         let expected = crate::runs_of(exp, opts).len();
+        let skipped = crate::skipped_of(exp, opts);
         writeln!(md, "## {}\n", exp.title).unwrap();
+        if skipped > 0 {
+            writeln!(md, "_{skipped} runs skipped: their data (MNIST / Fashion-MNIST) was not given; pass `--mnist DIR` / `--fashion-mnist DIR`._\n").unwrap();
+        }
         if runs.len() < expected {
             writeln!(
                 md,
@@ -106,7 +110,25 @@ pub fn build(exps: &[Experiment], opts: &Options) -> Result<(String, Summary), S
             Runner::Identity => identity(&mut md, &runs),
             Runner::EmCompare => em(&mut md, &runs, &figdir)?,
             Runner::Autoencoder | Runner::Classifier => q1(&mut md, exp, &runs, &figdir)?,
+            Runner::Cost => crate::studies::e7_cost(&mut md, exp, &runs, root)?,
+            Runner::Network | Runner::Volume => match exp.question.as_str() {
+                "Q2" => crate::studies::q2(&mut md, exp, &runs, root)?,
+                "Q3" => crate::studies::q3(&mut md, exp, &runs, root)?,
+                "Q4" => crate::studies::q4(&mut md, exp, &runs, root)?,
+                "Q5" => crate::studies::q5(&mut md, exp, &runs, root)?,
+                "E6" => crate::studies::e6(&mut md, exp, &runs, root)?,
+                "E7" => crate::studies::e7(&mut md, exp, &runs, root)?,
+                "E8" => crate::studies::e8(&mut md, exp, &runs, root)?,
+                q => {
+                    return Err(format!(
+                        "{}: no report section for question {q:?} (Q2–Q5, E6–E8)",
+                        exp.name
+                    ));
+                }
+            },
         };
+        let secs: f64 = runs.iter().map(|r| r.seconds).sum();
+        writeln!(md, "_{} runs, {:.0} s of compute._\n", runs.len(), secs).unwrap();
         summary.insert(exp.name.clone(), rows);
     }
     writeln!(md, "## Runtime\n\nThe runs above took {:.0} s of single-thread compute in total (sum of per-run wall times).\n", total_secs).unwrap();
@@ -297,8 +319,9 @@ fn q1(
             for a in &acts {
                 let mut line = format!("| {a} |");
                 for c in &controls {
-                    let v =
-                        per_seed(runs, metric, |r| &act_name(r) == a && r.spec.control.name() == c);
+                    let v = per_seed(runs, metric, |r| {
+                        &act_name(r) == a && r.spec.control.name() == *c
+                    });
                     write!(line, " {} |", ci(&v)).unwrap();
                 }
                 writeln!(md, "{line}").unwrap();

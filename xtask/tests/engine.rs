@@ -22,13 +22,22 @@ fn quick_mode_summary_snapshots() {
         threads: 2,
         shard: None,
         progress: false,
+        dirs: Default::default(),
     };
     let exps = load_all().unwrap();
     let s = sweep(&exps, &opts).unwrap();
     assert!(s.failures.is_empty(), "{:?}", s.failures);
     let (md, summary) = report::build(&exps, &opts).unwrap();
     assert!(md.contains("**Answer"));
-    for fig in ["e0_em.svg", "e1_autoencoder_lines.svg", "e1_classifier_lines.svg"] {
+    for fig in [
+        "e0_em.svg",
+        "e1_autoencoder_lines.svg",
+        "e1_classifier_lines.svg",
+        "e2_pass_forward_loss.svg",
+        "e3_depth_depth.svg",
+        "e4_volume_usage.svg",
+        "e7_cost.svg",
+    ] {
         let svg = std::fs::read_to_string(out.join("figures").join(fig)).unwrap();
         assert!(svg.contains("<svg") && svg.contains("<text"), "{fig} has no text");
     }
@@ -158,6 +167,7 @@ fn shards_partition_the_sweep_and_bad_flags_are_errors() {
         threads: 1,
         shard,
         progress: false,
+        dirs: Default::default(),
     };
     let total: usize = exps.iter().map(|e| xtask::runs_of(e, &mk(None)).len()).sum();
     assert!(total > 0);

@@ -5,9 +5,9 @@
 //! same seed sees the same data and the same initial weights — the comparisons across seeds
 //! are paired.
 
-use crate::{Control, DataSpec, RunSpec, Runner};
+use crate::{Control, DataSpec, RealData, RunSpec, Runner};
 use iem_activations::Activation;
-use iem_data::synth;
+use iem_data::{Dataset, synth};
 use iem_losses::distance::{FullGaussian, SqEuclidean};
 use iem_losses::loss::{Reduction, lse_loss};
 use iem_losses::{em, volume::VolumeControl};
@@ -21,6 +21,8 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// What a run produces.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,21 +46,102 @@ pub fn hash(s: &str) -> u64 {
     h
 }
 
+/// Where the real data sets live (the only ambient input of a run: a path, never numbers).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DataDirs {
+    /// MNIST directory (IDX files, optionally gzipped).
+    pub mnist: Option<PathBuf>,
+    /// Fashion-MNIST directory.
+    pub fashion_mnist: Option<PathBuf>,
+}
+
+impl DataDirs {
+    /// Whether the data set of `spec` can be loaded (no directory needed, or it is given).
+    pub fn has(&self, spec: &RunSpec) -> bool {
+        match spec.dataset.as_ref().and_then(|d| d.needs_dir()) {
+            Some("mnist") => self.mnist.is_some(),
+            Some(_) => self.fashion_mnist.is_some(),
+            None => true,
+        }
+    }
+}
+
 /// Executes one run. Errors are returned as text: the caller records them beside the run.
-pub fn execute(spec: &RunSpec, par: Par) -> Result<RunResult, String> {
+pub fn execute(spec: &RunSpec, par: Par, dirs: &DataDirs) -> Result<RunResult, String> {
     match spec.runner {
         Runner::Identity => identity(spec),
         Runner::EmCompare => em_compare(spec),
         Runner::Autoencoder | Runner::Classifier => two_d(spec, par),
+        Runner::Network => crate::network::run(spec, par, dirs),
+        Runner::Volume => crate::volume::run(spec, par, dirs),
+        Runner::Cost => crate::network::cost(spec),
     }
 }
 
-fn data_seed(spec: &RunSpec) -> u64 {
+/// A train/test pair.
+pub(crate) struct Split {
+    pub train: Dataset,
+    pub test: Dataset,
+}
+
+fn cached(dir: &Path, split: &str, name: &str) -> Result<Arc<Dataset>, String> {
+    type Cache = Mutex<BTreeMap<(PathBuf, String), Arc<Dataset>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let key = (dir.to_path_buf(), split.to_string());
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(d) = cache.lock().map_err(|e| e.to_string())?.get(&key) {
+        return Ok(d.clone());
+    }
+    let d = Arc::new(iem_data::idx::load_split(dir, split, name).map_err(|e| e.to_string())?);
+    cache.lock().map_err(|e| e.to_string())?.insert(key, d.clone());
+    Ok(d)
+}
+
+fn first(d: &Dataset, n: Option<usize>) -> Dataset {
+    match n {
+        Some(n) if n < d.x.rows() => {
+            let idx: Vec<usize> = (0..n).collect();
+            Dataset { x: d.x.select_rows(&idx), labels: d.labels[..n].to_vec(), ..d.clone() }
+        }
+        _ => d.clone(),
+    }
+}
+
+/// The run's data: 2-D generators and digits split 75/25 by the data seed; MNIST and
+/// Fashion-MNIST use their own train and test files.
+pub(crate) fn load(spec: &RunSpec, dirs: &DataDirs) -> Result<Split, String> {
+    let ds = spec.dataset.as_ref().ok_or("this runner needs a data set")?;
+    let split = |d: Dataset| {
+        let (train, test) = iem_data::prep::split(&d, 0.25, data_seed(spec) ^ 1);
+        Split { train, test }
+    };
+    let idx = |dir: &Option<PathBuf>, flag: &str, name: &str, n: Option<usize>| {
+        let dir = dir.as_ref().ok_or_else(|| {
+            format!("{name} needs its data directory: pass {flag} DIR (IDX files)")
+        })?;
+        Ok::<Split, String>(Split {
+            train: first(&*cached(dir, "train", name)?, n),
+            test: (*cached(dir, "t10k", name)?).clone(),
+        })
+    };
+    match ds {
+        DataSpec::Synth(s) => Ok(split(synth::generate(s, data_seed(spec)))),
+        DataSpec::Real(RealData::Digits) => {
+            Ok(split(iem_data::digits::load().map_err(|e| e.to_string())?))
+        }
+        DataSpec::Real(RealData::Mnist { train }) => idx(&dirs.mnist, "--mnist", "mnist", *train),
+        DataSpec::Real(RealData::FashionMnist { train }) => {
+            idx(&dirs.fashion_mnist, "--fashion-mnist", "fashion_mnist", *train)
+        }
+    }
+}
+
+pub(crate) fn data_seed(spec: &RunSpec) -> u64 {
     let ds = spec.dataset.as_ref().map_or("none".into(), |d| d.name());
     hash(&format!("{}/{}/data/{}", spec.experiment, ds, spec.seed))
 }
 
-fn init_seed(spec: &RunSpec) -> u64 {
+pub(crate) fn init_seed(spec: &RunSpec) -> u64 {
     let ds = spec.dataset.as_ref().map_or("none".into(), |d| d.name());
     hash(&format!("{}/{}/K{}/init/{}", spec.experiment, ds, spec.width, spec.seed))
 }
@@ -91,7 +174,7 @@ fn identity(spec: &RunSpec) -> Result<RunResult, String> {
     Ok(RunResult { metrics, artifacts: serde_json::Value::Null, model: None })
 }
 
-fn to_f64(m: &Matrix) -> Vec<f64> {
+pub(crate) fn to_f64(m: &Matrix) -> Vec<f64> {
     m.as_slice().iter().map(|&v| v as f64).collect()
 }
 
@@ -250,7 +333,12 @@ fn two_d(spec: &RunSpec, par: Par) -> Result<RunResult, String> {
     let Some(DataSpec::Synth(s)) = &spec.dataset else {
         return Err("this runner needs a 2-D data set".into());
     };
-    let act = spec.activation.clone().ok_or("this runner needs an activation")?;
+    let act = spec
+        .activation
+        .as_ref()
+        .and_then(|b| b.act())
+        .cloned()
+        .ok_or("this runner needs an activation")?;
     let k = spec.width;
     let data = synth::generate(s, data_seed(spec));
     let classifier = spec.runner == Runner::Classifier;
@@ -295,6 +383,9 @@ fn two_d(spec: &RunSpec, par: Par) -> Result<RunResult, String> {
             kind: AuxKind::Control { control: VolumeControl::Orthogonality { weight: lambda } },
         }),
         Control::None | Control::WeightNorm => {}
+        Control::Volume { .. } | Control::Sae { .. } => {
+            return Err(format!("control {} belongs to the volume runner", spec.control.name()));
+        }
     }
     let cfg = TrainConfig {
         epochs: spec.epochs,
