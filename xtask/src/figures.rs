@@ -231,12 +231,22 @@ pub struct Panel {
     pub series: Vec<(String, Vec<(f64, f64)>)>,
 }
 
-/// Line plots in a grid of up to three columns, one colour per series name, with a legend
-/// in the first panel.
+/// Twenty distinguishable colours (the ten above, then darker and lighter variants).
+fn colour(i: usize) -> RGBColor {
+    let base = PALETTE[i % 10];
+    match (i / 10) % 2 {
+        0 => base,
+        _ => RGBColor(base.0 / 2, base.1 / 2, base.2 / 2),
+    }
+}
+
+/// Line plots in a grid of up to three columns, one colour per series name, and a legend in
+/// a cell of its own.
 pub fn line_panels(panels: &[Panel], path: &Path) -> Result<(), String> {
     fonts();
-    let cols = panels.len().clamp(1, 3);
-    let rows = panels.len().div_ceil(cols).max(1);
+    let cells = panels.len() + 1;
+    let cols = cells.clamp(1, 3);
+    let rows = cells.div_ceil(cols).max(1);
     let (pw, ph) = (460u32, 340u32);
     let root = SVGBackend::new(path, (pw * cols as u32, ph * rows as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
@@ -249,7 +259,7 @@ pub fn line_panels(panels: &[Panel], path: &Path) -> Result<(), String> {
             }
         }
     }
-    for (pi, (p, area)) in panels.iter().zip(&areas).enumerate() {
+    for (p, area) in panels.iter().zip(&areas) {
         let pts: Vec<(f64, f64)> = p
             .series
             .iter()
@@ -281,31 +291,26 @@ pub fn line_panels(panels: &[Panel], path: &Path) -> Result<(), String> {
             .draw()
             .map_err(err)?;
         for (name, v) in &p.series {
-            let col = PALETTE[names.iter().position(|n| n == name).unwrap_or(0) % 10];
-            let s = c
-                .draw_series(LineSeries::new(
-                    v.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()),
-                    col.stroke_width(2),
-                ))
-                .map_err(err)?;
-            if pi == 0 {
-                s.label(name.as_str()).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 15, y)], col.stroke_width(2))
-                });
-            }
+            let col = colour(names.iter().position(|n| n == name).unwrap_or(0));
+            c.draw_series(LineSeries::new(
+                v.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()),
+                col.stroke_width(2),
+            ))
+            .map_err(err)?;
             if v.len() <= 12 {
                 c.draw_series(v.iter().map(|&(x, y)| Circle::new((x, y), 3, col.filled())))
                     .map_err(err)?;
             }
         }
-        if pi == 0 {
-            c.configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 13))
-                .draw()
+    }
+    // The legend: one coloured line and name per series, in the cell after the panels.
+    if let Some(area) = areas.get(panels.len()) {
+        for (i, n) in names.iter().enumerate() {
+            let y = 20 + 22 * i as i32;
+            let col = colour(i);
+            area.draw(&PathElement::new(vec![(20, y), (60, y)], col.stroke_width(3)))
                 .map_err(err)?;
+            area.draw(&Text::new(n.clone(), (70, y - 8), ("sans-serif", 16))).map_err(err)?;
         }
     }
     root.present().map_err(err)

@@ -216,6 +216,14 @@ pub fn q2(
         cmp("log_softmax", "softmax", &rr), cmp("solu", "softmax", &rr),
         cmp("log_softmax", "softmax", "test_accuracy"), cmp("solu", "softmax", "test_accuracy"),
         smoke(runs)).unwrap();
+    let linear: Vec<String> = blocks
+        .iter()
+        .filter(|b| mean(&of(b, &ir)) > 0.999)
+        .map(|b| format!("{b} (R² {})", sig(mean(&of(b, &ir)))))
+        .collect();
+    if !linear.is_empty() {
+        writeln!(md, "Keeping everything has a cost the R² column exposes: the output of {} is a linear function of its input to R² > 0.999. Log-responsibilities are `z − lse(z)·1`: the pre-activation minus one scalar shared by all units, so the next linear layer sees `Wz` plus one nonlinear feature — such a block adds almost no nonlinearity, which is why these networks cannot fit data that needs it (see the spirals table).\n", linear.join(", ")).unwrap();
+    }
     Ok(rows)
 }
 
@@ -384,8 +392,18 @@ pub fn q3(
             (mean(&of(a, "grad_norm_l1", dmax)), mean(&of(a, &format!("grad_norm_l{dmax}"), dmax)));
         grads.push(format!("{a} {}", sig(g1 / gd)));
     }
-    writeln!(md, "**Answer to {} (competition and depth).** Going from depth {} to {dmax}, test accuracy (mean over data sets, paired over {} seeds) dropped significantly for: {}; it did not drop significantly for: {}. Does layer ℓ+1 see a better input? The linear probe on the last layer of the D = {dmax} networks beat the probe on layer 1 for: {}; it was worse for: {}. Gradient stability — mean gradient norm of layer 1 divided by that of layer {dmax} (≫ 1: exploding towards the input, ≪ 1: vanishing): {}. The simplex argument (2-D data): a softmax layer's outputs lie on a (K−1)-simplex, and the next layer's arg-max partition of that simplex composes with the previous one; the cell table shows how many distinct composite cells the data's box is actually cut into per layer, next to ReLU's sign regions.{}\n",
-        exp.question, depths[0], seeds_of(runs), list_or_none(&depth_hurts), list_or_none(&depth_ok), list_or_none(&probe_up), list_or_none(&probe_down), grads.join(", "), smoke(runs)).unwrap();
+    let cells: Vec<String> = acts
+        .iter()
+        .filter_map(|a| {
+            let c1 = per_seed(runs, "cells_l1", |r| &act_name(r) == a && r.spec.depth == dmax);
+            let cd = per_seed(runs, &format!("cells_l{dmax}"), |r| {
+                &act_name(r) == a && r.spec.depth == dmax
+            });
+            (!c1.is_empty()).then(|| format!("{a} {} → {}", sig(mean(&c1)), sig(mean(&cd))))
+        })
+        .collect();
+    writeln!(md, "**Answer to {} (competition and depth).** Going from depth {} to {dmax}, test accuracy (mean over data sets, paired over {} seeds) dropped significantly for: {}; it did not drop significantly for: {}. Does layer ℓ+1 see a better input? The linear probe on the last layer of the D = {dmax} networks beat the probe on layer 1 for: {}; it was worse for: {}. Gradient stability — mean gradient norm of layer 1 divided by that of layer {dmax} (≫ 1: exploding towards the input, ≪ 1: vanishing): {}. The simplex argument (2-D data): a softmax layer's outputs lie on a (K−1)-simplex, and each further layer can only cut that simplex again; composite arg-max cells of layers 1..ℓ, from layer 1 to layer {dmax}: {}. Where the count stops growing after the first layers, the deeper layers add no new distinctions: their inputs have collapsed towards a vertex or the centre of the simplex (effective rank near 1 in the table above) and the gradients that could move them have vanished.{}\n",
+        exp.question, depths[0], seeds_of(runs), list_or_none(&depth_hurts), list_or_none(&depth_ok), list_or_none(&probe_up), list_or_none(&probe_down), grads.join(", "), list_or_none(&cells), smoke(runs)).unwrap();
     Ok(rows_out)
 }
 
@@ -473,10 +491,38 @@ pub fn q4(
     let metric = pick(&|m, _| m >= 0.5);
     let wta = pick(&|m, w| m < 0.5 && w >= 0.5);
     let healthy = pick(&|m, w| m < 0.5 && w < 0.5);
-    let wn = |c: &str| mean(&per_seed(runs, "max_weight_norm", |r| r.spec.control.name() == c));
-    let scale: Vec<String> = controls.iter().map(|c| format!("{c} {}", sig(wn(c)))).collect();
-    writeln!(md, "**Answer to {} (volume control).** In a majority of seeds, **metric collapse** (every input's responsibilities uniform — the distances shrink together) ended: {}. **Winner-take-all**: {}. **Neither**: {}. The two collapses need different cures: a balance-type control on r̄ cannot see metric collapse (a uniform r̄ is perfectly balanced), while a variance-type control on the activations cannot see winner-take-all. Scale: the largest weight-row norm at the end (mean over data sets): {} — a control that keeps rewarding spread (`−log Var`) lets the weights grow, a bounded one (VICReg hinge, weight normalisation) does not. The exact log-determinant answer (`log_det`: full-covariance Gaussian energies, whose `−log|det W_j|` is the volume term a mixture needs) is a different layer, not a penalty, and is the reference the others approximate.{}\n",
-        exp.question, list_or_none(&metric), list_or_none(&wta), list_or_none(&healthy), scale.join(", "), smoke(runs)).unwrap();
+    let wn = |c: &str| per_seed(runs, "max_weight_norm", |r| r.spec.control.name() == c);
+    let scale: Vec<String> = controls
+        .iter()
+        .filter(|c| !wn(c).is_empty())
+        .map(|c| format!("{c} {}", sig(mean(&wn(c)))))
+        .collect();
+    let resp_based = ["balance", "usage_entropy", "mutual_information", "sinkhorn"];
+    let blind: Vec<String> = metric
+        .iter()
+        .filter(|n| resp_based.iter().any(|c| n.ends_with(&format!("/{c}"))))
+        .cloned()
+        .collect();
+    let var_vs_vic = paired_t(&wn("variance"), &wn("vicreg_std"));
+    let logdet = verdict
+        .iter()
+        .filter(|v| v.1 == "log_det")
+        .map(|v| {
+            format!(
+                "{} {}",
+                v.0,
+                if v.3 >= 0.5 {
+                    "winner-take-all"
+                } else if v.2 >= 0.5 {
+                    "metric collapse"
+                } else {
+                    "no collapse"
+                }
+            )
+        })
+        .collect::<Vec<_>>();
+    writeln!(md, "**Answer to {} (volume control).** In a majority of seeds, **metric collapse** (every input's responsibilities uniform — the distances shrink together, all units dead by the variance test) ended: {}. **Winner-take-all**: {}. **Neither**: {}. Controls on the responsibilities' usage (balance, usage entropy, mutual information, Sinkhorn) act on `r̄`, and a metric collapse has a perfectly balanced `r̄`: the runs where such a control still collapsed are {} — the control cannot see this failure. Controls on the activations' spread (variance, log-det covariance, VICReg's hinge) are what prevent it. Scale — the largest weight-row norm at the end, mean over data sets: {}; `−log Var` keeps rewarding spread while the VICReg hinge stops at its target (variance − vicreg_std: {}). The exact log-determinant answer (`log_det`: full-covariance Gaussian energies whose `−log|det W_j|` is the volume term of a mixture) gave: {} — on data with constant coordinates (the digits' border pixels) one component can shrink its covariance onto them and win every input, the classical unbounded likelihood of Gaussian mixtures; the exact answer needs a covariance floor there, just as EM does.{}\n",
+        exp.question, list_or_none(&metric), list_or_none(&wta), list_or_none(&healthy), list_or_none(&blind), scale.join(", "), pv(&var_vs_vic), list_or_none(&logdet), smoke(runs)).unwrap();
     Ok(rows_out)
 }
 
@@ -626,8 +672,16 @@ pub fn e6(
         .iter()
         .map(|a| format!("{a} {}", pv(&paired_t(&of("greedy_finetune", a), &of("e2e", a)))))
         .collect();
-    writeln!(md, "**Answer (E6).** Highest mean test accuracy per data set: {}. Over all data sets (paired over {} seeds): greedy pretraining with only the head trained, against ReLU end to end: {}. Fine-tuning after greedy pretraining against end-to-end training of the same activation: {}. Greedy LSE pretraining is unsupervised: where its rows trail, the prototypes it found were not the features the labels need, and the head alone could not recover them.{}\n",
-        best.join("; "), seeds_of(runs), g_vs.join(", "), f_vs.join(", "), smoke(runs)).unwrap();
+    let rescued: Vec<String> = acts
+        .iter()
+        .filter(|a| {
+            significant(&paired_t(&of("greedy_finetune", a), &of("e2e", a)))
+                .is_some_and(|d| d > 0.0)
+        })
+        .cloned()
+        .collect();
+    writeln!(md, "**Answer (E6).** Highest mean test accuracy per data set: {}. Over all data sets (paired over {} seeds): greedy pretraining with only the head trained, against ReLU end to end: {}. Fine-tuning after greedy pretraining against end-to-end training of the same activation: {}. Greedy LSE pretraining is unsupervised: where its rows trail, the prototypes it found were not the features the labels need, and the head alone could not recover them. As an initialisation it beat end-to-end training from PyTorch's default initialisation for: {} — there the prototypes give each unit a region of the data to own before the labels arrive.{}\n",
+        best.join("; "), seeds_of(runs), g_vs.join(", "), f_vs.join(", "), list_or_none(&rescued), smoke(runs)).unwrap();
     Ok(rows_out)
 }
 
@@ -641,7 +695,7 @@ pub fn e7(
     let datasets = uniq(runs, ds);
     let blocks = uniq(runs, act_name);
     let widths = uniq(runs, |r| r.spec.width.to_string());
-    writeln!(md, "One block then a linear head; prototype attention (`Σ_j softmax(−‖x − μ_j‖²/2τ)_j v_j` with values of width K) against `act(Wx + b)` at the same K: attention has K·D + K² + K·C parameters, a linear block K·D + K + K·C. Specialisation is measured on the block's responsibilities (the attention's own r; softmax of the scores otherwise). Δ: paired t-test over seeds against softmax at the same K.\n").unwrap();
+    writeln!(md, "One block then a linear head; prototype attention (`Σ_j softmax(−‖x − μ_j‖²/2τ)_j v_j`) against `act(Wx + b)` at the same K. `proto_attention` has values of width K (K·D + K² + K·C + C parameters with the head, more than a linear block's K·D + K + K·C + C); `proto_attention_c` has values of width C, the number of classes (K·D + K·C + C² + C: **equal parameters** up to C² − K). Specialisation is measured on the block's responsibilities (the attention's own r; softmax of the scores otherwise). Δ: paired t-test over seeds against softmax at the same K.\n").unwrap();
     let metrics = [
         ("test_accuracy", "test accuracy"),
         ("params", "parameters"),
@@ -675,9 +729,11 @@ pub fn e7(
     }
     let of = |b: &str| per_seed(runs, "test_accuracy", |r| act_name(r) == b);
     let mut cmp = Vec::new();
-    for b in ["softmax", "solu", "relu"] {
-        if blocks.iter().any(|x| x == b) {
-            cmp.push(format!("attention − {b}: {}", pv(&paired_t(&of("proto_attention"), &of(b)))));
+    for att in ["proto_attention", "proto_attention_c"] {
+        for b in ["softmax", "solu", "relu"] {
+            if blocks.iter().any(|x| x == b) && blocks.iter().any(|x| x == att) {
+                cmp.push(format!("{att} − {b}: {}", pv(&paired_t(&of(att), &of(b)))));
+            }
         }
     }
     for b in &blocks {

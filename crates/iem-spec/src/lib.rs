@@ -128,11 +128,26 @@ pub enum Block {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Attention {
-    /// With values of width K (so the block's output width equals an activation's).
+    /// K prototypes and K values.
     ProtoAttention {
-        /// Temperature τ.
+        /// Temperature τ, in units of the block input's mean per-coordinate variance.
         tau: f64,
+        /// Width of the values (the block's output width).
+        #[serde(default)]
+        values: ValueWidth,
     },
+}
+
+/// The width of prototype attention's values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueWidth {
+    /// K, so the block's output is as wide as an activation block's.
+    #[default]
+    Width,
+    /// The number of classes C: then a block and its head have `K·D + K·C + C² + C`
+    /// parameters, nearly a linear block's `K·D + K + K·C + C`.
+    Classes,
 }
 
 impl<'de> Deserialize<'de> for Block {
@@ -146,7 +161,12 @@ impl Block {
     pub fn name(&self) -> String {
         match self {
             Block::Act(a) => a.name(),
-            Block::Attention(_) => "proto_attention".into(),
+            Block::Attention(Attention::ProtoAttention { values: ValueWidth::Width, .. }) => {
+                "proto_attention".into()
+            }
+            Block::Attention(Attention::ProtoAttention { values: ValueWidth::Classes, .. }) => {
+                "proto_attention_c".into()
+            }
         }
     }
 

@@ -24,7 +24,7 @@
 //! relative weight drift, and the snapshot's specialisation metrics (`_pre`).
 
 use crate::run::{DataDirs, RunResult, init_seed, load};
-use crate::{Attention, Block, Control, DataSpec, Method, RunSpec};
+use crate::{Attention, Block, Control, DataSpec, Method, RunSpec, ValueWidth};
 use iem_losses::volume::VolumeControl;
 use iem_metrics::{activation as am, change, competition, hyperplane::Box2};
 use iem_simd::Par;
@@ -104,11 +104,15 @@ fn build(spec: &RunSpec, block: &Block, x: &Matrix, classes: usize) -> Result<Ne
                     width: k,
                 });
             }
-            Block::Attention(Attention::ProtoAttention { tau }) => {
+            Block::Attention(Attention::ProtoAttention { tau, values }) => {
                 // Prototypes start at K random inputs of the block; τ is in units of the
                 // input's mean per-coordinate variance.
                 let mu = sample_rows(&h, k, &mut rng);
-                let (v, _) = Init::PytorchDefault.linear(k, k, &mut rng);
+                let width = match values {
+                    ValueWidth::Width => k,
+                    ValueWidth::Classes => classes,
+                };
+                let (v, _) = Init::PytorchDefault.linear(k, width, &mut rng);
                 let tau = (*tau as f32) * mean_var(&h);
                 model.layers.push(Layer::ProtoAttention { mu, v, tau });
             }
@@ -120,7 +124,7 @@ fn build(spec: &RunSpec, block: &Block, x: &Matrix, classes: usize) -> Result<Ne
             .output()
             .clone();
     }
-    let (w, b) = Init::PytorchDefault.linear(classes, k, &mut rng);
+    let (w, b) = Init::PytorchDefault.linear(classes, h.cols(), &mut rng);
     let head = model.layers.len();
     model.layers.push(Layer::Linear { w, b });
     model.check().map_err(s)?;
@@ -452,7 +456,7 @@ pub(crate) fn cost(spec: &RunSpec) -> Result<RunResult, String> {
                 Layer::Act { params: a.init_params(k), act: a.clone(), width: k },
             ]
         }
-        Block::Attention(Attention::ProtoAttention { tau }) => {
+        Block::Attention(Attention::ProtoAttention { tau, .. }) => {
             let (mu, _) = Init::PytorchDefault.linear(k, d, &mut rng);
             let (v, _) = Init::PytorchDefault.linear(k, d, &mut rng);
             vec![Layer::ProtoAttention { mu, v, tau: *tau as f32 }]
