@@ -402,8 +402,10 @@ pub fn q3(
             (!c1.is_empty()).then(|| format!("{a} {} → {}", sig(mean(&c1)), sig(mean(&cd))))
         })
         .collect();
-    writeln!(md, "**Answer to {} (competition and depth).** Going from depth {} to {dmax}, test accuracy (mean over data sets, paired over {} seeds) dropped significantly for: {}; it did not drop significantly for: {}. Does layer ℓ+1 see a better input? The linear probe on the last layer of the D = {dmax} networks beat the probe on layer 1 for: {}; it was worse for: {}. Gradient stability — mean gradient norm of layer 1 divided by that of layer {dmax} (≫ 1: exploding towards the input, ≪ 1: vanishing): {}. The simplex argument (2-D data): a softmax layer's outputs lie on a (K−1)-simplex, and each further layer can only cut that simplex again; composite arg-max cells of layers 1..ℓ, from layer 1 to layer {dmax}: {}. Where the count stops growing after the first layers, the deeper layers add no new distinctions: their inputs have collapsed towards a vertex or the centre of the simplex (effective rank near 1 in the table above) and the gradients that could move them have vanished.{}\n",
-        exp.question, depths[0], seeds_of(runs), list_or_none(&depth_hurts), list_or_none(&depth_ok), list_or_none(&probe_up), list_or_none(&probe_down), grads.join(", "), list_or_none(&cells), smoke(runs)).unwrap();
+    writeln!(md, "**Answer to {} (competition and depth).** Going from depth {} to {dmax}, test accuracy (mean over data sets, paired over {} seeds) dropped significantly for: {}; it did not drop significantly for: {}. Does layer ℓ+1 see a better input? The linear probe on the last layer of the D = {dmax} networks beat the probe on layer 1 for: {}; it was worse for: {}. Gradient stability — mean gradient norm of layer 1 divided by that of layer {dmax} (≫ 1: exploding towards the input, ≪ 1: vanishing): {}.{}{}\n",
+        exp.question, depths[0], seeds_of(runs), list_or_none(&depth_hurts), list_or_none(&depth_ok), list_or_none(&probe_up), list_or_none(&probe_down), grads.join(", "),
+        if cells.is_empty() { String::new() } else { format!(" The simplex argument (2-D data): a softmax layer's outputs lie on a (K−1)-simplex, and each further layer can only cut that simplex again; composite arg-max cells of layers 1..ℓ, from layer 1 to layer {dmax}: {}. Where the count stops growing after the first layers, the deeper layers add no new distinctions: their inputs have collapsed towards a vertex or the centre of the simplex (effective rank near 1 in the table above) and the gradients that could move them have vanished.", cells.join(", ")) },
+        smoke(runs)).unwrap();
     Ok(rows_out)
 }
 
@@ -672,6 +674,7 @@ pub fn e6(
         .iter()
         .map(|a| format!("{a} {}", pv(&paired_t(&of("greedy_finetune", a), &of("e2e", a)))))
         .collect();
+    let pre_entropy = mean(&per_seed(runs, "resp_entropy_pre_l1", |r| method(r) == "greedy"));
     let rescued: Vec<String> = acts
         .iter()
         .filter(|a| {
@@ -680,8 +683,8 @@ pub fn e6(
         })
         .cloned()
         .collect();
-    writeln!(md, "**Answer (E6).** Highest mean test accuracy per data set: {}. Over all data sets (paired over {} seeds): greedy pretraining with only the head trained, against ReLU end to end: {}. Fine-tuning after greedy pretraining against end-to-end training of the same activation: {}. Greedy LSE pretraining is unsupervised: where its rows trail, the prototypes it found were not the features the labels need, and the head alone could not recover them. As an initialisation it beat end-to-end training from PyTorch's default initialisation for: {} — there the prototypes give each unit a region of the data to own before the labels arrive.{}\n",
-        best.join("; "), seeds_of(runs), g_vs.join(", "), f_vs.join(", "), list_or_none(&rescued), smoke(runs)).unwrap();
+    writeln!(md, "**Answer (E6).** Highest mean test accuracy per data set: {}. Over all data sets (paired over {} seeds): greedy pretraining with only the head trained, against ReLU end to end: {}. Fine-tuning after greedy pretraining against end-to-end training of the same activation: {}. Greedy LSE pretraining is unsupervised: where its rows trail, the prototypes it found were not the features the labels need, and the head alone could not recover them. As an initialisation it beat end-to-end training from PyTorch's default initialisation for: {} — there the prototypes give each unit a region of the data to own before the labels arrive. One choice matters and is not swept here: the prototypes' temperature (τ = the input's mean per-coordinate variance) made the pretrained block-1 responsibilities this sharp — normalised per-sample entropy {} — so a block passes forward little more than which prototype is nearest; a softer τ would keep more of the input.{}\n",
+        best.join("; "), seeds_of(runs), g_vs.join(", "), f_vs.join(", "), list_or_none(&rescued), sig(pre_entropy), smoke(runs)).unwrap();
     Ok(rows_out)
 }
 

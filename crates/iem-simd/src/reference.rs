@@ -17,11 +17,12 @@ pub fn lse(x: &[f64]) -> f64 {
 
 /// `softmax(x / τ)`; uniform for an all-`-inf` row.
 pub fn softmax(x: &[f64], tau: f64) -> Vec<f64> {
-    let m = max(x);
+    let z: Vec<f64> = x.iter().map(|v| v / tau).collect();
+    let m = max(&z);
     if m == f64::NEG_INFINITY {
         return vec![1.0 / x.len() as f64; x.len()];
     }
-    let e: Vec<f64> = x.iter().map(|v| ((v - m) / tau).exp()).collect();
+    let e: Vec<f64> = z.iter().map(|v| (v - m).exp()).collect();
     let s: f64 = e.iter().sum();
     e.into_iter().map(|v| v / s).collect()
 }

@@ -211,8 +211,9 @@ fn sum_exp_shifted<S: Simd>(s: S, x: &[f32], m: f32, c: f32) -> f32 {
 /// Softmax of one row with `c = 1/τ`: `out = exp((x − max)·c) / Σ`.
 #[inline(always)]
 pub(crate) fn softmax_row<S: Simd>(s: S, x: &[f32], c: f32, out: &mut [f32]) {
-    let m = row_max(s, x);
-    if m == f32::NEG_INFINITY {
+    // Shift by the entry with the largest c·x: the max for c ≥ 0, the min for c < 0.
+    let m = if c >= 0.0 { row_max(s, x) } else { -row_max_neg(s, x) };
+    if m == f32::NEG_INFINITY && c >= 0.0 || m == f32::INFINITY && c < 0.0 {
         out.fill(1.0 / x.len() as f32);
         return;
     }
@@ -229,7 +230,9 @@ row_kernel!(SoftmaxK { x: &'a [f32], cols: usize, c: f32, out: &'a mut [f32] } |
     }
 });
 
-/// Row softmax with temperature: `out = softmax(x / τ)`, given `inv_tau = 1/τ > 0`.
+/// Row softmax with temperature: `out = softmax(x / τ)`, given `inv_tau = 1/τ`. A negative
+/// `inv_tau` gives responsibilities of distances, `softmax(−x/|τ|)`, shifted by the row's
+/// minimum so that nothing overflows.
 pub fn softmax(x: &[f32], cols: usize, inv_tau: f32, out: &mut [f32], par: Par) {
     rows_of("softmax", x.len(), cols);
     assert_eq!(out.len(), x.len(), "softmax: out has {} values, x has {}", out.len(), x.len());

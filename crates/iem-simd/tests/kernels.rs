@@ -556,3 +556,32 @@ fn grouped_softmax_special_rows() {
     assert!((s[2] + s[3] - 1.0).abs() < 1e-6 && s[3] > s[2]);
     assert!(s[4].is_nan() && s[5].is_nan());
 }
+
+/// Softmax of negated distances (a negative inverse temperature) over rows whose spread far
+/// exceeds exp's range: shifted by the row minimum, nothing overflows.
+#[test]
+fn softmax_of_distances_with_a_wide_spread() {
+    let mut r = rng(31);
+    for &cols in &sizes() {
+        if cols == 0 {
+            continue;
+        }
+        for &c in &[-1.0f32, -0.37] {
+            let x = randv(&mut r, 2 * cols, 0.0, 300.0);
+            let mut s = vec![0.0; x.len()];
+            rows::softmax(&x, cols, c, &mut s, Par::Seq);
+            for i in 0..2 {
+                let rg = i * cols..(i + 1) * cols;
+                let sr = rf::softmax(&f64s(&x[rg.clone()]), 1.0 / c as f64);
+                assert!(s[rg.clone()].iter().all(|v| v.is_finite()), "cols {cols}, c {c}");
+                assert_close(
+                    "softmax(-d)",
+                    &s[rg],
+                    &sr,
+                    2e-6 * (cols as f64).sqrt().max(1.0),
+                    1e-7,
+                );
+            }
+        }
+    }
+}
