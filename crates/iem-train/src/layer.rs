@@ -315,6 +315,21 @@ impl Layer {
         g: &Matrix,
         par: Par,
     ) -> Result<(Matrix, Vec<Vec<f32>>)> {
+        self.backward_opt(index, x, cache, g, par, true)
+    }
+
+    /// [`Layer::backward`] that may skip `∂L/∂x` (returned empty, `0 × 0`) when the caller
+    /// does not need it — the first trained layer, whose input is data or frozen. Linear
+    /// layers skip their largest product; other kinds compute it anyway.
+    pub(crate) fn backward_opt(
+        &self,
+        index: usize,
+        x: &Matrix,
+        cache: &Cache,
+        g: &Matrix,
+        par: Par,
+        need_dx: bool,
+    ) -> Result<(Matrix, Vec<Vec<f32>>)> {
         let n = x.rows();
         let gr = g;
         match (self, cache) {
@@ -323,6 +338,9 @@ impl Layer {
                 let mut dw = vec![0.0f32; o * i];
                 Gemm::tn(o, n, i, g.as_slice(), x.as_slice()).run(&mut dw, par);
                 let db = g.col_sums();
+                if !need_dx {
+                    return Ok((Matrix::zeros(0, 0), vec![dw, db]));
+                }
                 let mut dx = Matrix::zeros(n, i);
                 Gemm::nn(n, o, i, g.as_slice(), w.as_slice()).run(dx.as_mut_slice(), par);
                 Ok((dx, vec![dw, db]))
@@ -333,9 +351,12 @@ impl Layer {
                 let mut dw = vec![0.0f32; o * i];
                 Gemm::tn(o, n, i, gr.as_slice(), x.as_slice()).run(&mut dw, par);
                 let db = gr.col_sums();
+                let (dv, dg) = iem_losses::volume::weight_norm_backward(v.as_slice(), g, &dw, i);
+                if !need_dx {
+                    return Ok((Matrix::zeros(0, 0), vec![dv, dg, db]));
+                }
                 let mut dx = Matrix::zeros(n, i);
                 Gemm::nn(n, o, i, gr.as_slice(), w.as_slice()).run(dx.as_mut_slice(), par);
-                let (dv, dg) = iem_losses::volume::weight_norm_backward(v.as_slice(), g, &dw, i);
                 Ok((dx, vec![dv, dg, db]))
             }
             (Layer::Act { act, params, .. }, Cache::Act(f)) => {

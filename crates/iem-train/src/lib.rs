@@ -295,6 +295,31 @@ impl Model {
         extra: &[(usize, Matrix)],
         par: Par,
     ) -> Result<(ParamGrads, Vec<Matrix>)> {
+        self.backward_inner(trace, from, g, extra, par, true)
+    }
+
+    /// [`Model::backward_range`] for training: the first layer's input gradient is not
+    /// computed when that layer is linear (its input is data or a frozen layer's output).
+    pub(crate) fn backward_train(
+        &self,
+        trace: &Trace,
+        from: usize,
+        g: Matrix,
+        extra: &[(usize, Matrix)],
+        par: Par,
+    ) -> Result<(ParamGrads, Vec<Matrix>)> {
+        self.backward_inner(trace, from, g, extra, par, false)
+    }
+
+    fn backward_inner(
+        &self,
+        trace: &Trace,
+        from: usize,
+        g: Matrix,
+        extra: &[(usize, Matrix)],
+        par: Par,
+        first_dx: bool,
+    ) -> Result<(ParamGrads, Vec<Matrix>)> {
         let n = trace.caches.len();
         let mut grads: ParamGrads = vec![Vec::new(); n];
         let mut input_grads = vec![Matrix::zeros(0, 0); n];
@@ -308,16 +333,21 @@ impl Model {
                     })?;
                 }
             }
-            let (dx, pg) = self.layers[from + i].backward(
+            let (dx, pg) = self.layers[from + i].backward_opt(
                 from + i,
                 &trace.values[i],
                 &trace.caches[i],
                 &g,
                 par,
+                first_dx || i > 0,
             )?;
             grads[i] = pg;
-            input_grads[i] = dx.clone();
-            g = dx;
+            if i > 0 {
+                input_grads[i] = dx.clone();
+                g = dx;
+            } else {
+                input_grads[i] = dx;
+            }
         }
         Ok((grads, input_grads))
     }

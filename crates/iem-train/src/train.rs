@@ -560,15 +560,19 @@ fn train_until(
                 return Err(TrainError::NonFinite { step, layer: None, quantity: "loss" });
             }
             let (mut grads, input_grads) =
-                model.backward_range(&trace, range.start, g, &extra, cfg.par)?;
+                model.backward_train(&trace, range.start, g, &extra, cfg.par)?;
             for (l, gw) in weight_extra {
                 grads[l - range.start][0].iter_mut().zip(gw).for_each(|(a, b)| *a += b);
             }
-            check_finite_grads(step, range.start, &grads)?;
-            let grad_norms = grads
+            // One pass computes the norms; a non-finite norm means a non-finite gradient,
+            // which the second pass then locates.
+            let grad_norms: Vec<f64> = grads
                 .iter()
                 .map(|g| g.iter().flatten().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt())
                 .collect();
+            if grad_norms.iter().any(|v| !v.is_finite()) {
+                check_finite_grads(step, range.start, &grads)?;
+            }
             let zs = zero_sums(model, range.start, &input_grads);
             opt.step(model, range.clone(), &mut grads);
             check_finite_weights(step, model, range.clone())?;
