@@ -260,7 +260,18 @@ impl Model {
 
     /// Forward pass through layers `from..to`, keeping every intermediate value.
     pub fn forward_range(&self, x: &Matrix, from: usize, to: usize, par: Par) -> Result<Trace> {
-        let mut t = Trace { values: vec![x.clone()], caches: Vec::new() };
+        self.forward_owned(x.clone(), from, to, par)
+    }
+
+    /// [`Model::forward_range`] that keeps `x` itself as the trace's first value (no copy).
+    pub(crate) fn forward_owned(
+        &self,
+        x: Matrix,
+        from: usize,
+        to: usize,
+        par: Par,
+    ) -> Result<Trace> {
+        let mut t = Trace { values: vec![x], caches: Vec::new() };
         for l in from..to {
             let (y, c) = self.layers[l].forward(l, t.values.last().unwrap(), par)?;
             t.values.push(y);

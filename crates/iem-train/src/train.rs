@@ -529,7 +529,7 @@ fn train_until(
         let nb = bs.len();
         for idx in bs {
             let xb = base.select_rows(&idx);
-            let trace: Trace = model.forward_range(&xb, range.start, range.end, cfg.par)?;
+            let trace: Trace = model.forward_owned(xb, range.start, range.end, cfg.par)?;
             for (i, v) in trace.values.iter().enumerate().skip(1) {
                 if v.as_slice().iter().any(|x| !x.is_finite()) {
                     return Err(TrainError::NonFinite {
