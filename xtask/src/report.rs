@@ -110,15 +110,15 @@ pub fn build(exps: &[Experiment], opts: &Options) -> Result<(String, Summary), S
             Runner::Identity => identity(&mut md, &runs),
             Runner::EmCompare => em(&mut md, &runs, &figdir)?,
             Runner::Autoencoder | Runner::Classifier => q1(&mut md, exp, &runs, &figdir)?,
-            Runner::Cost => crate::studies::e7_cost(&mut md, exp, &runs, root)?,
+            Runner::Cost => crate::studies::e7_cost(&mut md, exp, &runs, root, opts.quick)?,
             Runner::Network | Runner::Volume => match exp.question.as_str() {
-                "Q2" => crate::studies::q2(&mut md, exp, &runs, root)?,
-                "Q3" => crate::studies::q3(&mut md, exp, &runs, root)?,
-                "Q4" => crate::studies::q4(&mut md, exp, &runs, root)?,
-                "Q5" => crate::studies::q5(&mut md, exp, &runs, root)?,
-                "E6" => crate::studies::e6(&mut md, exp, &runs, root)?,
-                "E7" => crate::studies::e7(&mut md, exp, &runs, root)?,
-                "E8" => crate::studies::e8(&mut md, exp, &runs, root)?,
+                "Q2" => crate::studies::q2(&mut md, exp, &runs, root, opts.quick)?,
+                "Q3" => crate::studies::q3(&mut md, exp, &runs, root, opts.quick)?,
+                "Q4" => crate::studies::q4(&mut md, exp, &runs, root, opts.quick)?,
+                "Q5" => crate::studies::q5(&mut md, exp, &runs, root, opts.quick)?,
+                "E6" => crate::studies::e6(&mut md, exp, &runs, root, opts.quick)?,
+                "E7" => crate::studies::e7(&mut md, exp, &runs, root, opts.quick)?,
+                "E8" => crate::studies::e8(&mut md, exp, &runs, root, opts.quick)?,
                 q => {
                     return Err(format!(
                         "{}: no report section for question {q:?} (Q2–Q5, E6–E8)",
@@ -194,7 +194,47 @@ fn em(md: &mut String, runs: &[Stored], figdir: &Path) -> Result<Vec<String>, St
     let max_fixed = fixed.iter().copied().fold(0.0, f64::max);
     let worst_full = full.iter().copied().fold(f64::INFINITY, f64::min);
     let best_full = full.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    writeln!(md, "**Answer.** (a) With the per-prototype rate τ/N_j, a gradient step on the summed LSE loss over Euclidean prototypes is an EM step: the two trajectories agree to {} over 20 steps in every seed. (b) With one ordinary rate, gradient descent takes different steps but reaches EM's fixed point: the matched prototypes differ by at most {} across {} seeds (a start from which the two fall into different optima would show here as a large gap; none did). (c) A full-covariance Gaussian layer (`½‖W_j x + b_j‖² − log|det W_j|`) trained by Adam on the LSE loss reaches a log-likelihood per sample within [{}, {}] of full-covariance EM's — the log-determinant term is exactly the volume control a GMM needs, and gradient descent finds it. Gradient descent performs EM at the output, as claimed.\n", sig(max_step), sig(max_fixed), fixed.len(), sig(worst_full), sig(best_full)).unwrap();
+    // Per seed: which runs agree with EM, and for those that do not, the final objectives.
+    let seeds_with = |m: &str, bad: &dyn Fn(f64) -> bool| -> Vec<&Stored> {
+        runs.iter().filter(|r| r.metrics.get(m).is_some_and(|v| bad(*v))).collect()
+    };
+    let last = |r: &Stored, key: &str| -> Option<f64> {
+        let p = figdir.parent()?.join(r.spec.rel_dir()).join("artifacts.json");
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
+        v[key].as_array()?.last()?.as_f64()
+    };
+    let off_b = seeds_with("fixed_point_gap", &|v| v > 1e-6);
+    let off_c = seeds_with("full_cov_ll_gap_per_sample", &|v| v < -0.01);
+    let describe = |v: &[&Stored], gap: &str, em_key: &str, gd_key: &str| -> String {
+        v.iter()
+            .map(|r| {
+                format!(
+                    "seed {} (gap {}; final objective GD {} vs EM {})",
+                    r.spec.seed,
+                    sig(r.metrics[gap]),
+                    last(r, gd_key).map_or("?".into(), sig),
+                    last(r, em_key).map_or("?".into(), sig)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let n = fixed.len();
+    writeln!(md, "**Answer.** (a) With the per-prototype rate τ/N_j, a gradient step on the summed LSE loss over Euclidean prototypes is an EM step: the two trajectories differ by at most {} over 20 steps across {} seeds{}. (b) With one ordinary rate (0.5, ten gradient steps per EM iteration), gradient descent reached EM's fixed point (matched prototypes within 1e-6) in {} of {n} seeds{}. (c) A full-covariance Gaussian layer (`½‖W_j x + b_j‖² − log|det W_j|`) trained by Adam on the LSE loss came within 0.01 nats per sample of full-covariance EM's log-likelihood in {} of {} seeds (range [{}, {}]){}. So: gradient descent performs EM at the output — exactly, step for step, with EM's per-component rate; with one global rate it optimises the same objective and usually reaches the same fixed point{}\n",
+        sig(max_step), step.len(), if max_step < 1e-9 { " — rounding" } else { " — more than rounding" },
+        n - off_b.len(), if off_b.is_empty() { String::new() } else { format!("; it stopped elsewhere in {}", describe(&off_b, "fixed_point_gap", "em_trace", "gd_trace")) },
+        full.len() - off_c.len(), full.len(), sig(worst_full), sig(best_full),
+        if off_c.is_empty() { String::new() } else { format!("; further away in {}", describe(&off_c, "full_cov_ll_gap_per_sample", "em_full_trace", "gd_full_trace")) },
+        if off_b.is_empty() && off_c.is_empty() {
+            " and in these runs it always did.".to_string()
+        } else if off_b.iter().all(|r| last(r, "gd_trace") < last(r, "em_trace"))
+            && off_c.iter().all(|r| last(r, "gd_full_trace") < last(r, "em_full_trace"))
+        {
+            ", but not always — and where it did not, it ended at a lower likelihood than EM from the same start: EM's preconditioning by τ/N_j is what makes it fast and robust, and a network trained by plain gradient descent does not get it for free.".to_string()
+        } else {
+            ", but not always: where it did not, the two ended at different fixed points of the same objective (final objectives above).".to_string()
+        },
+    ).unwrap();
     Ok(vec![
         format!("step_gap<1e-9:{}", max_step < 1e-9),
         format!("fixed_gap<1e-3:{}", max_fixed < 1e-3),

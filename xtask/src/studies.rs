@@ -105,11 +105,16 @@ fn mean_series(root: &Path, runs: &[&Stored], key: &str) -> Vec<f64> {
     (0..n).map(|i| all.iter().map(|v| v[i]).sum::<f64>() / all.len() as f64).collect()
 }
 
-fn smoke(runs: &[Stored]) -> &'static str {
-    if seeds_of(runs) < 5 {
-        " _This is a smoke-scale run: too few seeds and epochs to support any conclusion._"
+fn smoke(runs: &[Stored], quick: bool) -> String {
+    let seeds = seeds_of(runs);
+    if quick {
+        " _This is a smoke-scale run: too few seeds and epochs to support any conclusion._".into()
+    } else if seeds < 5 {
+        format!(
+            " _Only {seeds} seeds: the intervals are wide, and a difference that misses p < 0.05 here is not evidence of no difference._"
+        )
     } else {
-        ""
+        String::new()
     }
 }
 
@@ -123,6 +128,7 @@ pub fn q2(
     exp: &Experiment,
     runs: &[Stored],
     root: &Path,
+    quick: bool,
 ) -> Result<Vec<String>, String> {
     let datasets = uniq(runs, ds);
     let blocks = uniq(runs, act_name);
@@ -215,7 +221,7 @@ pub fn q2(
         by_mag.iter().map(|(b, v)| format!("{b} {}", sig(*v))).collect::<Vec<_>>().join(", "),
         cmp("log_softmax", "softmax", &rr), cmp("solu", "softmax", &rr),
         cmp("log_softmax", "softmax", "test_accuracy"), cmp("solu", "softmax", "test_accuracy"),
-        smoke(runs)).unwrap();
+        smoke(runs, quick)).unwrap();
     let linear: Vec<String> = blocks
         .iter()
         .filter(|b| mean(&of(b, &ir)) > 0.999)
@@ -233,6 +239,7 @@ pub fn q3(
     exp: &Experiment,
     runs: &[Stored],
     root: &Path,
+    quick: bool,
 ) -> Result<Vec<String>, String> {
     let datasets = uniq(runs, ds);
     let acts = uniq(runs, act_name);
@@ -405,7 +412,7 @@ pub fn q3(
     writeln!(md, "**Answer to {} (competition and depth).** Going from depth {} to {dmax}, test accuracy (mean over data sets, paired over {} seeds) dropped significantly for: {}; it did not drop significantly for: {}. Does layer ℓ+1 see a better input? The linear probe on the last layer of the D = {dmax} networks beat the probe on layer 1 for: {}; it was worse for: {}. Gradient stability — mean gradient norm of layer 1 divided by that of layer {dmax} (≫ 1: exploding towards the input, ≪ 1: vanishing): {}.{}{}\n",
         exp.question, depths[0], seeds_of(runs), list_or_none(&depth_hurts), list_or_none(&depth_ok), list_or_none(&probe_up), list_or_none(&probe_down), grads.join(", "),
         if cells.is_empty() { String::new() } else { format!(" The simplex argument (2-D data): a softmax layer's outputs lie on a (K−1)-simplex, and each further layer can only cut that simplex again; composite arg-max cells of layers 1..ℓ, from layer 1 to layer {dmax}: {}. Where the count stops growing after the first layers, the deeper layers add no new distinctions: their inputs have collapsed towards a vertex or the centre of the simplex (effective rank near 1 in the table above) and the gradients that could move them have vanished.", cells.join(", ")) },
-        smoke(runs)).unwrap();
+        smoke(runs, quick)).unwrap();
     Ok(rows_out)
 }
 
@@ -415,6 +422,7 @@ pub fn q4(
     exp: &Experiment,
     runs: &[Stored],
     root: &Path,
+    quick: bool,
 ) -> Result<Vec<String>, String> {
     let datasets = uniq(runs, ds);
     let controls = uniq(runs, |r| r.spec.control.name());
@@ -524,7 +532,7 @@ pub fn q4(
         })
         .collect::<Vec<_>>();
     writeln!(md, "**Answer to {} (volume control).** In a majority of seeds, **metric collapse** (every input's responsibilities uniform — the distances shrink together, all units dead by the variance test) ended: {}. **Winner-take-all**: {}. **Neither**: {}. Controls on the responsibilities' usage (balance, usage entropy, mutual information, Sinkhorn) act on `r̄`, and a metric collapse has a perfectly balanced `r̄`: the runs where such a control still collapsed are {} — the control cannot see this failure. Controls on the activations' spread (variance, log-det covariance, VICReg's hinge) are what prevent it. Scale — the largest weight-row norm at the end, mean over data sets: {}; `−log Var` keeps rewarding spread while the VICReg hinge stops at its target (variance − vicreg_std: {}). The exact log-determinant answer (`log_det`: full-covariance Gaussian energies whose `−log|det W_j|` is the volume term of a mixture) gave: {} — on data with constant coordinates (the digits' border pixels) one component can shrink its covariance onto them and win every input, the classical unbounded likelihood of Gaussian mixtures; the exact answer needs a covariance floor there, just as EM does.{}\n",
-        exp.question, list_or_none(&metric), list_or_none(&wta), list_or_none(&healthy), list_or_none(&blind), scale.join(", "), pv(&var_vs_vic), list_or_none(&logdet), smoke(runs)).unwrap();
+        exp.question, list_or_none(&metric), list_or_none(&wta), list_or_none(&healthy), list_or_none(&blind), scale.join(", "), pv(&var_vs_vic), list_or_none(&logdet), smoke(runs, quick)).unwrap();
     Ok(rows_out)
 }
 
@@ -534,6 +542,7 @@ pub fn q5(
     exp: &Experiment,
     runs: &[Stored],
     _root: &Path,
+    quick: bool,
 ) -> Result<Vec<String>, String> {
     let acts = uniq(runs, act_name);
     let methods = uniq(runs, |r| method(r).to_string());
@@ -598,7 +607,7 @@ pub fn q5(
         })
         .collect();
     writeln!(md, "**Answer to {} (does end-to-end training preserve competition?).** Change of block-1 responsibility entropy from the snapshot to the end (post − pre, paired over {} seeds; negative = sharper competition after training) and how many inputs keep their winning unit (ARI, 1 = all): {}. Fine-tuning after greedy pretraining against end-to-end training over the same second half, ARI of block 1 (greedy_finetune − e2e): {}. An ARI near 1 with CKA near 1 means the second half left the competitive structure in place; a low ARI means the units' territories were redrawn — end-to-end gradients do not by themselves preserve the prototypes that pretraining found, and the numbers say how much they move.{}\n",
-        exp.question, seeds_of(runs), lines.join("; "), ari_cmp.join("; "), smoke(runs)).unwrap();
+        exp.question, seeds_of(runs), lines.join("; "), ari_cmp.join("; "), smoke(runs, quick)).unwrap();
     Ok(rows_out)
 }
 
@@ -608,6 +617,7 @@ pub fn e6(
     _exp: &Experiment,
     runs: &[Stored],
     _root: &Path,
+    quick: bool,
 ) -> Result<Vec<String>, String> {
     let datasets = uniq(runs, ds);
     let acts = uniq(runs, act_name);
@@ -684,7 +694,7 @@ pub fn e6(
         .cloned()
         .collect();
     writeln!(md, "**Answer (E6).** Highest mean test accuracy per data set: {}. Over all data sets (paired over {} seeds): greedy pretraining with only the head trained, against ReLU end to end: {}. Fine-tuning after greedy pretraining against end-to-end training of the same activation: {}. Greedy LSE pretraining is unsupervised: where its rows trail, the prototypes it found were not the features the labels need, and the head alone could not recover them. As an initialisation it beat end-to-end training from PyTorch's default initialisation for: {} — there the prototypes give each unit a region of the data to own before the labels arrive. One choice matters and is not swept here: the prototypes' temperature (τ = the input's mean per-coordinate variance) made the pretrained block-1 responsibilities this sharp — normalised per-sample entropy {} — so a block passes forward little more than which prototype is nearest; a softer τ would keep more of the input.{}\n",
-        best.join("; "), seeds_of(runs), g_vs.join(", "), f_vs.join(", "), list_or_none(&rescued), sig(pre_entropy), smoke(runs)).unwrap();
+        best.join("; "), seeds_of(runs), g_vs.join(", "), f_vs.join(", "), list_or_none(&rescued), sig(pre_entropy), smoke(runs, quick)).unwrap();
     Ok(rows_out)
 }
 
@@ -694,6 +704,7 @@ pub fn e7(
     _exp: &Experiment,
     runs: &[Stored],
     _root: &Path,
+    quick: bool,
 ) -> Result<Vec<String>, String> {
     let datasets = uniq(runs, ds);
     let blocks = uniq(runs, act_name);
@@ -743,7 +754,7 @@ pub fn e7(
         rows_out.push(format!("{b}: acc={}", snap(mean(&of(b)))));
     }
     writeln!(md, "**Answer (E7, accuracy and specialisation).** Over all data sets and widths (paired over {} seeds), test accuracy: {}. Prototype attention is a softmax over negative squared distances followed by a value read-out: the same competition as a softmax block, with prototypes instead of hyperplanes and a learned code per winner. Its cost per sample is measured in the next section.{}\n",
-        seeds_of(runs), cmp.join("; "), smoke(runs)).unwrap();
+        seeds_of(runs), cmp.join("; "), smoke(runs, quick)).unwrap();
     Ok(rows_out)
 }
 
@@ -753,6 +764,7 @@ pub fn e7_cost(
     exp: &Experiment,
     runs: &[Stored],
     root: &Path,
+    _quick: bool,
 ) -> Result<Vec<String>, String> {
     let blocks = uniq(runs, act_name);
     let mut widths: Vec<usize> = runs.iter().map(|r| r.spec.width).collect();
@@ -812,6 +824,7 @@ pub fn e8(
     exp: &Experiment,
     runs: &[Stored],
     _root: &Path,
+    quick: bool,
 ) -> Result<Vec<String>, String> {
     let configs = uniq(runs, |r| r.spec.control.name());
     let data = uniq(runs, ds);
@@ -862,7 +875,7 @@ pub fn e8(
         sig(m("lse", "dead_units")), sig(m("lse", "resp_entropy_nats")),
         sig(m("lse_var", "dead_units")), sig(m("lse_var", "redundancy")),
         sig(m("lse_var_tc", "dead_units")), sig(m("lse_var_tc", "redundancy")), sig(m("lse_var_tc", "resp_entropy_nats")), sig(m("lse_var_tc", "max_resp")), sig(100.0 * m("lse_var_tc", "probe_accuracy")),
-        sig(m("var_tc", "resp_entropy_nats")), sig(m("var_tc", "max_resp")), smoke(runs)).unwrap();
+        sig(m("var_tc", "resp_entropy_nats")), sig(m("var_tc", "max_resp")), smoke(runs, quick)).unwrap();
     let _ = exp;
     Ok(rows_out)
 }
