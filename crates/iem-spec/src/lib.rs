@@ -291,10 +291,14 @@ pub enum Control {
         controls: Vec<VolumeControl>,
     },
     /// For [`Runner::Volume`]: the standard sparse autoencoder baseline `D → K → D`, ReLU,
-    /// trained on mean-per-element squared error plus `l1 · mean_n Σ_j |a_nj|`.
+    /// trained on mean-per-element squared error plus `l1 · mean_n Σ_j |a_nj|` (the L1
+    /// summed over units), or plus `l1 · mean_{n,j} |a_nj|` with `l1_mean_units`.
     Sae {
         /// L1 weight.
         l1: f64,
+        /// Average the L1 over units as well as over the batch.
+        #[serde(default)]
+        l1_mean_units: bool,
     },
 }
 
@@ -312,7 +316,8 @@ impl Control {
             Control::Balance { .. } => "balance".into(),
             Control::Orthogonality { .. } => "orthogonality".into(),
             Control::Volume { name, .. } => name.clone(),
-            Control::Sae { .. } => "sae".into(),
+            Control::Sae { l1_mean_units: false, .. } => "sae".into(),
+            Control::Sae { l1_mean_units: true, .. } => "sae_l1_mean".into(),
         }
     }
 }

@@ -44,15 +44,17 @@ fn setup(spec: &RunSpec, x: &Matrix) -> Result<Setup, String> {
     let (lse, sum, controls) = match &spec.control {
         Control::None => (1.0, false, Vec::new()),
         Control::Volume { lse, sum, controls, .. } => (*lse, *sum, controls.clone()),
-        Control::Sae { l1 } => {
+        Control::Sae { l1, l1_mean_units } => {
             let (w1, b1) = Init::PytorchDefault.linear(k, d, &mut rng);
             let (w2, b2) = Init::PytorchDefault.linear(d, k, &mut rng);
             // Loss::Mse is per sample (summed over the D outputs); dividing by D gives the
-            // per-element mean, so the L1 weight is scaled by D to keep its ratio.
+            // per-element mean, so the L1 weight is scaled by D to keep its ratio (and
+            // divided by K when the L1 is a mean over units too).
             let model = Model {
                 layers: vec![Layer::Linear { w: w1, b: b1 }, relu, Layer::Linear { w: w2, b: b2 }],
             };
-            let aux = vec![Aux { layer: 1, kind: AuxKind::L1 { weight: l1 * d as f64 } }];
+            let units = if *l1_mean_units { k as f64 } else { 1.0 };
+            let aux = vec![Aux { layer: 1, kind: AuxKind::L1 { weight: l1 * d as f64 / units } }];
             return Ok(Setup { model, loss: Loss::Mse(x.clone()), aux, code: 1 });
         }
         other => return Err(format!("control {} is not for the volume runner", other.name())),
