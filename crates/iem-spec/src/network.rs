@@ -23,7 +23,7 @@
 //! the blocks up to ℓ over a grid. Against the phase-1 snapshot: linear CKA, assignment ARI,
 //! relative weight drift, and the snapshot's specialisation metrics (`_pre`).
 
-use crate::run::{DataDirs, RunResult, init_seed, load};
+use crate::run::{DataDirs, RunResult, accuracy, adam_config, init_seed, load, row_norms};
 use crate::{Attention, Block, Control, DataSpec, Method, RunSpec, ValueWidth};
 use iem_losses::volume::VolumeControl;
 use iem_metrics::{activation as am, change, competition, hyperplane::Box2};
@@ -93,8 +93,7 @@ fn build(spec: &RunSpec, block: &Block, x: &Matrix, classes: usize) -> Result<Ne
                 a.validate(k).map_err(s)?;
                 let (w, b) = Init::PytorchDefault.linear(k, din, &mut rng);
                 model.layers.push(if spec.control == Control::WeightNorm {
-                    let g = (0..k).map(|j| w.row(j).iter().map(|v| v * v).sum::<f32>().sqrt());
-                    Layer::WnLinear { g: g.collect(), v: w, b }
+                    Layer::WnLinear { g: row_norms(&w), v: w, b }
                 } else {
                     Layer::Linear { w, b }
                 });
@@ -188,9 +187,7 @@ fn pretrain(
                 *lb = bias;
             }
             Layer::WnLinear { v, g, b: lb } => {
-                *g = (0..w.rows())
-                    .map(|j| w.row(j).iter().map(|v| v * v).sum::<f32>().sqrt())
-                    .collect();
+                *g = row_norms(&w);
                 *v = w;
                 *lb = bias;
             }
@@ -241,17 +238,6 @@ fn block_outputs(net: &Net, model: &Model, x: &Matrix, par: Par) -> Result<Vec<B
         });
     }
     Ok(v)
-}
-
-fn accuracy(model: &Model, x: &Matrix, labels: &[usize], par: Par) -> Result<f64, String> {
-    let p = model.predict(x, par).map_err(s)?;
-    let hits = (0..p.rows())
-        .filter(|&i| {
-            let r = p.row(i);
-            (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b]).then(b.cmp(&a))) == Some(labels[i])
-        })
-        .count();
-    Ok(hits as f64 / p.rows().max(1) as f64)
 }
 
 fn pearson(a: &[f64], b: &[f64]) -> f64 {
@@ -338,14 +324,7 @@ pub(crate) fn run(spec: &RunSpec, par: Par, dirs: &DataDirs) -> Result<RunResult
     let method = spec.method.unwrap_or(Method::E2e);
     let phase1 = (spec.epochs / 2).max(1);
     let phase2 = spec.epochs.saturating_sub(phase1).max(1);
-    let cfg = TrainConfig {
-        epochs: spec.epochs,
-        batch: spec.batch,
-        seed: init_seed(spec) ^ 7,
-        optim: iem_train::optim::OptimConfig::adam(spec.lr as f32),
-        par,
-        ..TrainConfig::default()
-    };
+    let cfg = adam_config(spec, par);
     let ce = Loss::CrossEntropy(y.clone());
     let mut snap = Snap { at: phase1 - 1, model: None, grad_norms: Vec::new() };
     let mut stage_losses = Vec::new();

@@ -136,6 +136,40 @@ pub(crate) fn load(spec: &RunSpec, dirs: &DataDirs) -> Result<Split, String> {
     }
 }
 
+/// Adam at the spec's rate, epochs and batch, shuffled by the run's own stream.
+pub(crate) fn adam_config(spec: &RunSpec, par: Par) -> TrainConfig {
+    TrainConfig {
+        epochs: spec.epochs,
+        batch: spec.batch,
+        seed: init_seed(spec) ^ 7,
+        optim: OptimConfig::adam(spec.lr as f32),
+        par,
+        ..TrainConfig::default()
+    }
+}
+
+/// The Euclidean norm of each row (the gains that make a weight-normalised layer equal `w`).
+pub(crate) fn row_norms(w: &Matrix) -> Vec<f32> {
+    (0..w.rows()).map(|j| w.row(j).iter().map(|v| v * v).sum::<f32>().sqrt()).collect()
+}
+
+/// Fraction of rows of `x` whose arg-max output (ties to the lowest index) is the label.
+pub(crate) fn accuracy(
+    model: &Model,
+    x: &Matrix,
+    labels: &[usize],
+    par: Par,
+) -> Result<f64, String> {
+    let p = model.predict(x, par).map_err(|e| e.to_string())?;
+    let hits = (0..p.rows())
+        .filter(|&i| {
+            let r = p.row(i);
+            (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b]).then(b.cmp(&a))) == Some(labels[i])
+        })
+        .count();
+    Ok(hits as f64 / p.rows().max(1) as f64)
+}
+
 pub(crate) fn data_seed(spec: &RunSpec) -> u64 {
     let ds = spec.dataset.as_ref().map_or("none".into(), |d| d.name());
     hash(&format!("{}/{}/data/{}", spec.experiment, ds, spec.seed))
@@ -353,9 +387,7 @@ fn two_d(spec: &RunSpec, par: Par) -> Result<RunResult, String> {
     let (w1, b1) = Init::PytorchDefault.linear(k, 2, &mut rng);
     let (w2, b2) = Init::PytorchDefault.linear(out, k, &mut rng);
     let first = if spec.control == Control::WeightNorm {
-        let g: Vec<f32> =
-            (0..k).map(|j| w1.row(j).iter().map(|v| v * v).sum::<f32>().sqrt()).collect();
-        Layer::WnLinear { v: w1, g, b: b1 }
+        Layer::WnLinear { g: row_norms(&w1), v: w1, b: b1 }
     } else {
         Layer::Linear { w: w1, b: b1 }
     };
@@ -387,14 +419,7 @@ fn two_d(spec: &RunSpec, par: Par) -> Result<RunResult, String> {
             return Err(format!("control {} belongs to the volume runner", spec.control.name()));
         }
     }
-    let cfg = TrainConfig {
-        epochs: spec.epochs,
-        batch: spec.batch,
-        seed: init_seed(spec) ^ 7,
-        optim,
-        par,
-        ..TrainConfig::default()
-    };
+    let cfg = TrainConfig { optim, ..adam_config(spec, par) };
     let loss = if classifier {
         Loss::CrossEntropy(train_set.labels.clone())
     } else {
@@ -441,16 +466,7 @@ fn two_d(spec: &RunSpec, par: Par) -> Result<RunResult, String> {
         m.insert("usage_entropy_norm".into(), c.usage_entropy_norm);
     }
     if classifier {
-        let pred = model.predict(&test_set.x, par).map_err(|e| e.to_string())?;
-        let acc = (0..pred.rows())
-            .filter(|&i| {
-                let r = pred.row(i);
-                (0..r.len()).max_by(|&p, &q| r[p].total_cmp(&r[q]).then(q.cmp(&p))).unwrap()
-                    == test_set.labels[i]
-            })
-            .count() as f64
-            / pred.rows().max(1) as f64;
-        m.insert("test_accuracy".into(), acc);
+        m.insert("test_accuracy".into(), accuracy(&model, &test_set.x, &test_set.labels, par)?);
     } else {
         let pred = model.predict(&data.x, par).map_err(|e| e.to_string())?;
         let mse = pred

@@ -8,7 +8,7 @@
 //! `r = softmax(−a)` nearly uniform: mean `H(r)/log K` above 0.98, typically because every
 //! distance went to 0). A single dead-unit count cannot tell them apart.
 
-use crate::run::{DataDirs, RunResult, init_seed, load};
+use crate::run::{DataDirs, RunResult, adam_config, init_seed, load, row_norms};
 use crate::{Control, RunSpec};
 use iem_data::prep;
 use iem_losses::distance::FullGaussian;
@@ -16,7 +16,7 @@ use iem_losses::volume::VolumeControl;
 use iem_metrics::{activation as am, competition};
 use iem_simd::Par;
 use iem_tensor::Matrix;
-use iem_train::train::{self, Aux, AuxKind, Loss, Observer, TrainConfig};
+use iem_train::train::{self, Aux, AuxKind, Loss, Observer};
 use iem_train::{Distance, Init, Layer, Model, probe};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -73,8 +73,7 @@ fn setup(spec: &RunSpec, x: &Matrix) -> Result<Setup, String> {
     } else {
         let (w, b) = Init::PytorchDefault.linear(k, d, &mut rng);
         let first = if has(|c| matches!(c, VolumeControl::WeightNorm)) {
-            let g = (0..k).map(|j| w.row(j).iter().map(|v| v * v).sum::<f32>().sqrt()).collect();
-            Layer::WnLinear { v: w, g, b }
+            Layer::WnLinear { g: row_norms(&w), v: w, b }
         } else {
             Layer::Linear { w, b }
         };
@@ -216,14 +215,7 @@ pub(crate) fn run(spec: &RunSpec, par: Par, dirs: &DataDirs) -> Result<RunResult
     let data = load(spec, dirs)?;
     let x = &data.train.x;
     let Setup { mut model, loss, aux, code } = setup(spec, x)?;
-    let cfg = TrainConfig {
-        epochs: spec.epochs,
-        batch: spec.batch,
-        seed: init_seed(spec) ^ 7,
-        optim: iem_train::optim::OptimConfig::adam(spec.lr as f32),
-        par,
-        ..TrainConfig::default()
-    };
+    let cfg = adam_config(spec, par);
     let n_eval = x.rows().min(2000);
     let mut tr = Traces {
         eval: x.select_rows(&(0..n_eval).collect::<Vec<_>>()),
