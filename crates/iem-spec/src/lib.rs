@@ -2,7 +2,7 @@
 //!
 //! An experiment is a TOML file deserialised into a strict [`Experiment`] (unknown fields
 //! are rejected with the field's name). [`Experiment::runs`] expands its grid (datasets ×
-//! widths × activations × controls × seeds) into resolved [`RunSpec`]s, each with a stable
+//! widths × blocks × controls × depths × methods × seeds) into resolved [`RunSpec`]s, each with a stable
 //! identifier; [`run::execute`] executes one of them and returns its metrics and artefacts.
 //! [`stats`] holds the statistics the report uses.
 //!
