@@ -422,3 +422,28 @@ pub fn fma(a: &[f32], b: &[f32], c: &[f32], out: &mut [f32]) {
     check("fma", c.len(), out.len());
     simd::run(Mul3K { a, b, c, out })
 }
+
+/// Whether every element is finite (no NaN, no ±∞). Adding one to the exponent field of
+/// `|x|`'s bits carries into the sign bit exactly when the exponent is all ones (∞ or NaN);
+/// the sums are OR-ed over blocks of 1024 — three integer operations per element that any
+/// instruction set (SSE2 included) runs as vector code.
+pub fn all_finite(x: &[f32]) -> bool {
+    x.chunks(1024).all(|c| {
+        c.iter().fold(0u32, |acc, v| acc | ((v.to_bits() & 0x7fff_ffff) + 0x0080_0000)) >> 31 == 0
+    })
+}
+
+/// `Σ x_i²` accumulated in f64, in 8 interleaved partial sums combined in a fixed order
+/// (vector code, and deterministic: it depends only on `x`).
+pub fn sum_sq(x: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut it = x.chunks_exact(8);
+    for c in &mut it {
+        for (a, v) in acc.iter_mut().zip(c) {
+            let v = *v as f64;
+            *a += v * v;
+        }
+    }
+    let tail: f64 = it.remainder().iter().map(|v| (*v as f64) * (*v as f64)).sum();
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}

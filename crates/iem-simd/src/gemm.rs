@@ -186,8 +186,10 @@ fn tile_shape(lanes: usize) -> (usize, usize) {
     }
 }
 
-/// Vectors per row of the small path's 4-row tile.
+/// Vectors per row of the small path's widest tile.
 const SMALL_NV: usize = 4;
+/// Rows of that tile on AVX-512.
+const SMALL_MR_WIDE: usize = 4;
 
 /// `op(B)` up to this many floats (after padding) takes the small path.
 const SMALL_B_FLOATS: usize = 16 * 1024;
@@ -195,7 +197,7 @@ const KC: usize = 512;
 const NC: usize = 2048;
 const MC_MAX: usize = 144;
 /// Below this many multiply-adds a call stays on one thread.
-const PAR_MIN_FLOPS: usize = 1 << 20;
+const PAR_MIN_FLOPS: usize = 1 << 22;
 
 /// Element `(i, p)` of `op(A)`: pointer strides (row, k).
 #[inline(always)]
@@ -256,6 +258,28 @@ fn store_tile<S: Simd, const MR: usize, const NV: usize>(
     let l = S::LANES;
     let alpha = s.splat(g.alpha);
     let beta = s.splat(g.beta);
+    if first && rows >= MR && cols == NV * l {
+        // A whole tile on its first k block: no partial vectors, no branches per vector.
+        // The same operations, in the same order, as the general path below.
+        let mut bias_v = [s.zero(); NV];
+        if let Some(bias) = g.bias {
+            for (v, b) in bias_v.iter_mut().enumerate() {
+                *b = s.load(&bias[col0 + v * l..]);
+            }
+        }
+        for (i, acc_row) in acc.iter().enumerate() {
+            let row = &mut c[i * ldc + col0..i * ldc + col0 + cols];
+            for v in 0..NV {
+                let mut base =
+                    if g.beta == 0.0 { s.zero() } else { s.mul(beta, s.load(&row[v * l..])) };
+                if g.bias.is_some() {
+                    base = s.add(base, bias_v[v]);
+                }
+                s.store(&mut row[v * l..], s.fma(alpha, acc_row[v], base));
+            }
+        }
+        return;
+    }
     for i in 0..rows.min(MR) {
         let row = &mut c[i * ldc + col0..i * ldc + col0 + cols];
         for v in 0..NV {
@@ -308,30 +332,60 @@ fn for_row_blocks(
 }
 
 fn small(isa: Isa, g: &Gemm<'_>, c: &mut [f32], par: Par) {
-    let nr = SMALL_NV * isa.lanes();
     let (m, n, k) = (g.m, g.n, g.k);
+    // As few vectors per tile row as cover `n` (up to SMALL_NV), so that narrow outputs
+    // (a 4-class head, a 2-D input's weight gradient) are not padded to 4 vectors. The
+    // tile width never changes the order of any element's sum.
+    let nv = match n.div_ceil(isa.lanes()) {
+        0 | 1 => 1,
+        2 => 2,
+        _ => SMALL_NV,
+    };
+    let nr = nv * isa.lanes();
     let n_pad = n.next_multiple_of(nr);
     // op(B) as a zero-padded k × n_pad row-major block.
     let mut bp = vec![0.0f32; k * n_pad];
-    for p in 0..k {
-        let dst = &mut bp[p * n_pad..p * n_pad + n];
-        if g.trans_b {
-            for (j, d) in dst.iter_mut().enumerate() {
-                *d = g.b[j * k + p];
+    if g.trans_b {
+        // B is stored n × k: transpose it in 16 × 16 blocks, so that both the reads and
+        // the writes of a block stay within a few cache lines.
+        const T: usize = 16;
+        for j0 in (0..n).step_by(T) {
+            for p0 in (0..k).step_by(T) {
+                for j in j0..(j0 + T).min(n) {
+                    let src = &g.b[j * k + p0..j * k + (p0 + T).min(k)];
+                    for (dp, &v) in src.iter().enumerate() {
+                        bp[(p0 + dp) * n_pad + j] = v;
+                    }
+                }
             }
-        } else {
-            dst.copy_from_slice(&g.b[p * n..p * n + n]);
+        }
+    } else {
+        for p in 0..k {
+            bp[p * n_pad..p * n_pad + n].copy_from_slice(&g.b[p * n..p * n + n]);
         }
     }
     let parallel = par.degree() > 1 && m * n * k >= PAR_MIN_FLOPS;
     let bp = &bp[..];
-    for_row_blocks(c, n, 64, parallel, |row0, cblk| {
-        simd::run_with(isa, SmallBlock { g, bp, n_pad, row0, c: cblk })
+    // Rows per register tile: enough independent accumulators to hide the FMA latency
+    // (AVX-512 has 32 vector registers, the others 16).
+    let wide = isa == Isa::Avx512;
+    for_row_blocks(c, n, 64, parallel, |row0, cblk| match (nv, wide) {
+        (1, true) => simd::run_with(isa, SmallBlock::<16, 1> { g, bp, n_pad, row0, c: cblk }),
+        (1, false) => simd::run_with(isa, SmallBlock::<8, 1> { g, bp, n_pad, row0, c: cblk }),
+        (2, true) => simd::run_with(isa, SmallBlock::<8, 2> { g, bp, n_pad, row0, c: cblk }),
+        (2, false) => simd::run_with(isa, SmallBlock::<4, 2> { g, bp, n_pad, row0, c: cblk }),
+        (_, true) => simd::run_with(
+            isa,
+            SmallBlock::<SMALL_MR_WIDE, SMALL_NV> { g, bp, n_pad, row0, c: cblk },
+        ),
+        (_, false) => {
+            simd::run_with(isa, SmallBlock::<4, SMALL_NV> { g, bp, n_pad, row0, c: cblk })
+        }
     });
 }
 
 /// Rows `row0..` of `C` (the block `c`) from unpacked `A` and the padded copy of `op(B)`.
-struct SmallBlock<'a, 'b> {
+struct SmallBlock<'a, 'b, const MR: usize, const NV: usize> {
     g: &'a Gemm<'a>,
     bp: &'a [f32],
     n_pad: usize,
@@ -339,14 +393,13 @@ struct SmallBlock<'a, 'b> {
     c: &'b mut [f32],
 }
 
-impl Kernel for SmallBlock<'_, '_> {
+impl<const MR: usize, const NV: usize> Kernel for SmallBlock<'_, '_, MR, NV> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        const MR: usize = 4;
         let SmallBlock { g, bp, n_pad, row0, c } = self;
         let (n, k) = (g.n, g.k);
-        let nr = SMALL_NV * S::LANES;
+        let nr = NV * S::LANES;
         let (a_rs, a_ks) = a_strides(g);
         let rows_here = c.len() / n;
         let mut a_tail = Vec::new();
@@ -372,9 +425,8 @@ impl Kernel for SmallBlock<'_, '_> {
                 let w = (n - j).min(nr);
                 // SAFETY: A rows gi..gi+MR exist (or the padded copy); B rows are n_pad wide
                 // and j + nr <= n_pad.
-                let acc =
-                    unsafe { micro::<S, MR, SMALL_NV>(s, k, ap, rs, ks, bp[j..].as_ptr(), n_pad) };
-                store_tile::<S, MR, SMALL_NV>(s, &acc, &mut c[i * n..], n, r, j, w, g, true);
+                let acc = unsafe { micro::<S, MR, NV>(s, k, ap, rs, ks, bp[j..].as_ptr(), n_pad) };
+                store_tile::<S, MR, NV>(s, &acc, &mut c[i * n..], n, r, j, w, g, true);
                 j += nr;
             }
             i += MR;

@@ -243,6 +243,14 @@ mod x86 {
     #[derive(Clone, Copy, Debug)]
     pub struct Avx512(());
 
+    /// Lanes `0..len` set (all bits) in an AVX2 mask vector, `len < 8`.
+    #[inline(always)]
+    fn avx2_mask(len: usize) -> __m256i {
+        const ONES: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+        // SAFETY: `8 − len ≥ 1` and the 8 values read from there stay inside ONES.
+        unsafe { _mm256_loadu_si256(ONES[8 - len..].as_ptr() as *const __m256i) }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn run_avx2<K: Kernel>(k: K) -> K::Output {
         k.run(Avx2(()))
@@ -272,6 +280,22 @@ mod x86 {
         fn store(self, s: &mut [f32], v: __m256) {
             assert!(s.len() >= 8);
             unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
+        }
+        // Masked loads and stores touch only the lanes in the slice (masked-off lanes never
+        // fault), instead of copying through a buffer.
+        #[inline(always)]
+        fn load_partial(self, s: &[f32], fill: f32) -> __m256 {
+            assert!(s.len() < 8);
+            unsafe {
+                let m = avx2_mask(s.len());
+                let v = _mm256_maskload_ps(s.as_ptr(), m);
+                _mm256_blendv_ps(_mm256_set1_ps(fill), v, _mm256_castsi256_ps(m))
+            }
+        }
+        #[inline(always)]
+        fn store_partial(self, s: &mut [f32], v: __m256) {
+            assert!(s.len() < 8);
+            unsafe { _mm256_maskstore_ps(s.as_mut_ptr(), avx2_mask(s.len()), v) }
         }
         #[inline(always)]
         unsafe fn load_ptr(self, p: *const f32) -> __m256 {
@@ -385,6 +409,20 @@ mod x86 {
         fn store(self, s: &mut [f32], v: __m512) {
             assert!(s.len() >= 16);
             unsafe { _mm512_storeu_ps(s.as_mut_ptr(), v) }
+        }
+        // Masked loads and stores touch only the lanes in the slice (masked-off lanes never
+        // fault), instead of copying through a buffer.
+        #[inline(always)]
+        fn load_partial(self, s: &[f32], fill: f32) -> __m512 {
+            assert!(s.len() < 16);
+            let m = ((1u32 << s.len()) - 1) as __mmask16;
+            unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(fill), m, s.as_ptr()) }
+        }
+        #[inline(always)]
+        fn store_partial(self, s: &mut [f32], v: __m512) {
+            assert!(s.len() < 16);
+            let m = ((1u32 << s.len()) - 1) as __mmask16;
+            unsafe { _mm512_mask_storeu_ps(s.as_mut_ptr(), m, v) }
         }
         #[inline(always)]
         unsafe fn load_ptr(self, p: *const f32) -> __m512 {

@@ -372,7 +372,7 @@ fn check_gemm(m: usize, k: usize, n: usize, ta: bool, tb: bool, beta: f32, bias:
 
 #[test]
 fn gemm_edge_grid() {
-    let dims = [1usize, 2, 3, 7, 13, 16, 17, 33];
+    let dims = [1usize, 2, 3, 7, 13, 16, 17, 33, 48, 65];
     let mut seed = 0;
     for &m in &dims {
         for &k in &[0usize, 1, 5, 17] {
@@ -584,4 +584,30 @@ fn softmax_of_distances_with_a_wide_spread() {
             }
         }
     }
+}
+
+#[test]
+fn all_finite_and_sum_sq_against_scalar() {
+    let mut r = rng(41);
+    for n in sizes() {
+        let x = randv(&mut r, n, -3.0, 3.0);
+        assert!(ew::all_finite(&x), "n = {n}");
+        let want: f64 = x.iter().map(|v| (*v as f64).powi(2)).sum();
+        let got = ew::sum_sq(&x);
+        assert!((got - want).abs() <= 1e-12 * want.max(1.0), "sum_sq n = {n}: {got} vs {want}");
+        // Every position and every kind of non-finite value is seen.
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for pos in [0, n / 2, n.saturating_sub(1)] {
+                if n == 0 {
+                    continue;
+                }
+                let mut y = x.clone();
+                y[pos] = bad;
+                assert!(!ew::all_finite(&y), "n = {n}, {bad} at {pos}");
+            }
+        }
+    }
+    // The largest finite value and subnormals are finite.
+    assert!(ew::all_finite(&[f32::MAX, -f32::MAX, f32::MIN_POSITIVE / 2.0, -0.0]));
+    assert!(ew::all_finite(&[]));
 }
