@@ -114,10 +114,24 @@ impl Activation {
         fwd: &mut Forward,
         par: Par,
     ) -> Result<()> {
+        let Forward { out, aux } = fwd;
+        self.forward_parts(params, z, out, aux, par)
+    }
+
+    /// As [`Activation::forward_into`], with the output and the auxiliary state (the
+    /// fields of [`Forward`]) in separate buffers — for callers that keep the output
+    /// elsewhere (a model's trace) and so need not copy it.
+    pub fn forward_parts(
+        &self,
+        params: &[f32],
+        z: &Matrix,
+        out: &mut Matrix,
+        aux: &mut Matrix,
+        par: Par,
+    ) -> Result<()> {
         let (n, k) = z.shape();
         self.check_params(k, params.len())?;
         let kout = self.output_width(k);
-        let Forward { out, aux } = fwd;
         out.resize(n, kout);
         aux.resize(0, 0);
         let (zs, os) = (z.as_slice(), out.as_mut_slice());
@@ -190,22 +204,39 @@ impl Activation {
         grads: &mut Grads,
         par: Par,
     ) -> Result<()> {
+        let Grads { dz, dparams } = grads;
+        self.vjp_parts(params, z, &fwd.out, &fwd.aux, g, dz, dparams, par)
+    }
+
+    /// As [`Activation::vjp_into`], with the forward output `out` and auxiliary state `aux`
+    /// (what [`Activation::forward_parts`] wrote) and the gradients in separate buffers.
+    #[allow(clippy::too_many_arguments)]
+    pub fn vjp_parts(
+        &self,
+        params: &[f32],
+        z: &Matrix,
+        out: &Matrix,
+        aux: &Matrix,
+        g: &Matrix,
+        dz: &mut Matrix,
+        dparams: &mut Vec<f32>,
+        par: Par,
+    ) -> Result<()> {
         let (n, k) = z.shape();
         self.check_params(k, params.len())?;
-        Self::same_shape("vjp (g vs forward output)", g, &fwd.out)?;
-        if fwd.out.rows() != n {
+        Self::same_shape("vjp (g vs forward output)", g, out)?;
+        if out.rows() != n {
             return Err(ActivationError::Shape(TensorError::Shape {
                 op: "vjp (z vs forward)",
                 left: z.shape(),
-                right: fwd.out.shape(),
+                right: out.shape(),
             }));
         }
         let kout = self.output_width(k);
-        let Grads { dz, dparams } = grads;
         dz.resize(n, k);
         dparams.clear();
         dparams.resize(params.len(), 0.0);
-        let (zs, os, gs) = (z.as_slice(), fwd.out.as_slice(), g.as_slice());
+        let (zs, os, gs) = (z.as_slice(), out.as_slice(), g.as_slice());
         let ds = dz.as_mut_slice();
         match self {
             Activation::Relu => ew::relu_backward(zs, gs, ds, par),
@@ -221,14 +252,14 @@ impl Activation {
             Activation::Nls => rows::nls_backward(os, gs, k, ds, par),
             Activation::Solu | Activation::GroupedSolu { .. } => {
                 let grp = if let Activation::GroupedSolu { group } = self { *group } else { k };
-                if fwd.aux.shape() != (n, k) {
+                if aux.shape() != (n, k) {
                     return Err(ActivationError::Shape(TensorError::Shape {
                         op: "vjp (SoLU needs forward's softmax)",
-                        left: fwd.aux.shape(),
+                        left: aux.shape(),
                         right: (n, k),
                     }));
                 }
-                rows::grouped_solu_backward(zs, fwd.aux.as_slice(), gs, k, grp, ds, par);
+                rows::grouped_solu_backward(zs, aux.as_slice(), gs, k, grp, ds, par);
             }
             Activation::GroupedSoftmax { group, tau } => {
                 rows::grouped_softmax_backward(os, gs, k, *group, 1.0 / tau, ds, par)

@@ -195,11 +195,23 @@ impl Matrix {
 
     /// Rows `idx` gathered into a new matrix (a mini-batch).
     pub fn select_rows(&self, idx: &[usize]) -> Matrix {
-        let mut data = Vec::with_capacity(idx.len() * self.cols);
+        let mut m = Matrix { rows: 0, cols: 0, data: Vec::new() };
+        self.select_rows_into(idx, &mut m);
+        m
+    }
+
+    /// [`Matrix::select_rows`] into `out`, reusing its allocation.
+    ///
+    /// # Panics
+    /// If an index is out of range (as `row` does).
+    pub fn select_rows_into(&self, idx: &[usize], out: &mut Matrix) {
+        out.data.clear();
+        out.data.reserve(idx.len() * self.cols);
         for &i in idx {
-            data.extend_from_slice(self.row(i));
+            out.data.extend_from_slice(self.row(i));
         }
-        Matrix { rows: idx.len(), cols: self.cols, data }
+        out.rows = idx.len();
+        out.cols = self.cols;
     }
 
     /// Rows `start..end` as a new matrix.
@@ -291,13 +303,20 @@ impl Matrix {
 
     /// Column sums (length `cols`), summed in row order.
     pub fn col_sums(&self) -> Vec<f32> {
-        let mut s = vec![0.0f32; self.cols];
+        let mut s = Vec::new();
+        self.col_sums_into(&mut s);
+        s
+    }
+
+    /// [`Matrix::col_sums`] into `out` (resized to `cols`), reusing its allocation.
+    pub fn col_sums_into(&self, out: &mut Vec<f32>) {
+        out.clear();
+        out.resize(self.cols, 0.0);
         for r in self.data.chunks_exact(self.cols.max(1)) {
-            for (a, b) in s.iter_mut().zip(r) {
+            for (a, b) in out.iter_mut().zip(r) {
                 *a += b;
             }
         }
-        s
     }
 
     /// Column means in f64 (`NaN`-free: an empty matrix gives zeros).

@@ -24,6 +24,9 @@ fn main() {
         ("log_softmax", Activation::LogSoftmax),
         ("grouped_softmax_m8", Activation::GroupedSoftmax { group: 8, tau: 1.0 }),
     ];
+    // Optional filters for profiling: `train_probe [model] [activation]`.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let want = |i: usize, v: &str| args.get(i).is_none_or(|a| a == v);
     for (name, sizes, batch) in [
         ("2d", [2usize, 64, 64, 4], 256usize),
         ("digits", [64, 256, 256, 10], 128),
@@ -33,7 +36,13 @@ fn main() {
         let x =
             Matrix::from_fn(n, sizes[0], |i, j| (((i * 131 + j * 17) % 97) as f32) / 97.0 - 0.5);
         let y: Vec<usize> = (0..n).map(|i| i % sizes[3]).collect();
+        if !want(0, name) {
+            continue;
+        }
         for (an, act) in &acts {
+            if !want(1, an) {
+                continue;
+            }
             let mut m =
                 Model::mlp(&sizes, &[act.clone(), act.clone()], Init::PytorchDefault, 1).unwrap();
             let cfg = TrainConfig {
@@ -45,14 +54,17 @@ fn main() {
                 ..TrainConfig::default()
             };
             let loss = Loss::CrossEntropy(y.clone());
-            // warm up, then time whole epochs (8 steps each) for at least 1.5 s
-            pool.install(|| train::end_to_end(&mut m, &x, &loss, &[], &cfg, &mut ()).unwrap());
+            // Warm up (and estimate the rate), then time one run long enough for about 1.5 s:
+            // one optimiser state throughout, as the peers' loops keep theirs.
             let t = Instant::now();
-            let mut steps = 0;
-            while t.elapsed().as_secs_f64() < 1.5 {
-                pool.install(|| train::end_to_end(&mut m, &x, &loss, &[], &cfg, &mut ()).unwrap());
-                steps += 8;
-            }
+            pool.install(|| train::end_to_end(&mut m, &x, &loss, &[], &cfg, &mut ()).unwrap());
+            let per_epoch = t.elapsed().as_secs_f64();
+            let epochs = ((1.5 / per_epoch) as usize).clamp(2, 100_000);
+            let cfg = TrainConfig { epochs, ..cfg };
+            let t = Instant::now();
+            let r =
+                pool.install(|| train::end_to_end(&mut m, &x, &loss, &[], &cfg, &mut ())).unwrap();
+            let steps = r.steps;
             let sps = steps as f64 / t.elapsed().as_secs_f64();
             println!(
                 "{{\"kind\":\"train\",\"model\":\"{name}\",\"activation\":\"{an}\",\"batch\":{batch},\"iem_steps_per_s\":{sps:.1}}}"

@@ -2,7 +2,7 @@
 //! returns the input gradient and the parameter gradients.
 
 use crate::{Result, TrainError};
-use iem_activations::{Activation, Forward, Grads};
+use iem_activations::{Activation, Forward};
 use iem_simd::{Gemm, Par};
 use iem_tensor::Matrix;
 use serde::{Deserialize, Serialize};
@@ -135,7 +135,8 @@ pub enum Cache {
     /// Nothing beyond the input.
     #[default]
     None,
-    /// An activation's forward state.
+    /// An activation's forward state. In a [`crate::Trace`] the output lives in the trace's
+    /// values and `out` is empty; [`Layer::forward`] fills both.
     Act(Forward),
     /// Prototype attention's responsibilities.
     Resp(Matrix),
@@ -245,8 +246,28 @@ impl Layer {
         }
     }
 
-    /// Forward pass of a batch `x` (`N × in`).
+    /// Forward pass of a batch `x` (`N × in`): the output and what the backward pass needs.
     pub fn forward(&self, index: usize, x: &Matrix, par: Par) -> Result<(Matrix, Cache)> {
+        let mut out = Matrix::zeros(0, 0);
+        let mut cache = Cache::None;
+        self.forward_into(index, x, &mut out, &mut cache, par)?;
+        if let Cache::Act(f) = &mut cache {
+            f.out = out.clone();
+        }
+        Ok((out, cache))
+    }
+
+    /// [`Layer::forward`] into reusable buffers: the output into `out`, the backward state
+    /// into `cache` (for an activation, only its auxiliary state: the output stays in
+    /// `out`). Linear layers and activations allocate nothing once the shapes are stable.
+    pub fn forward_into(
+        &self,
+        index: usize,
+        x: &Matrix,
+        out: &mut Matrix,
+        cache: &mut Cache,
+        par: Par,
+    ) -> Result<()> {
         if x.cols() != self.input_width() {
             return Err(TrainError::Shape {
                 layer: index,
@@ -261,11 +282,36 @@ impl Layer {
         let n = x.rows();
         match self {
             Layer::Linear { w, b } => {
-                let mut y = Matrix::zeros(n, w.rows());
+                out.resize(n, w.rows());
                 Gemm::nt(n, w.cols(), w.rows(), x.as_slice(), w.as_slice())
                     .with_bias(b)
-                    .run(y.as_mut_slice(), par);
-                Ok((y, Cache::None))
+                    .run(out.as_mut_slice(), par);
+                *cache = Cache::None;
+                Ok(())
+            }
+            Layer::Act { act, params, .. } => {
+                if !matches!(cache, Cache::Act(_)) {
+                    *cache =
+                        Cache::Act(Forward { out: Matrix::zeros(0, 0), aux: Matrix::zeros(0, 0) });
+                }
+                let Cache::Act(f) = cache else { unreachable!("set just above") };
+                f.out.resize(0, 0);
+                act.forward_parts(params, x, out, &mut f.aux, par)
+                    .map_err(|e| TrainError::Config(format!("layer {index}: {e}")))
+            }
+            _ => {
+                (*out, *cache) = self.forward_other(index, x, par)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The forward pass of the layers without a buffer-reusing path.
+    fn forward_other(&self, index: usize, x: &Matrix, par: Par) -> Result<(Matrix, Cache)> {
+        let n = x.rows();
+        match self {
+            Layer::Linear { .. } | Layer::Act { .. } => {
+                unreachable!("linear layers and activations have their own path")
             }
             Layer::WnLinear { v, b, .. } => {
                 let w = self.effective_weights().expect("WnLinear has weights");
@@ -274,12 +320,6 @@ impl Layer {
                     .with_bias(b)
                     .run(y.as_mut_slice(), par);
                 Ok((y, Cache::None))
-            }
-            Layer::Act { act, params, .. } => {
-                let f = act
-                    .forward(params, x, par)
-                    .map_err(|e| TrainError::Config(format!("layer {index}: {e}")))?;
-                Ok((f.out.clone(), Cache::Act(f)))
             }
             Layer::Euclidean { mu, tau } => Ok((euclidean(x, mu, *tau, par), Cache::None)),
             Layer::Distance(d) => {
@@ -315,36 +355,73 @@ impl Layer {
         g: &Matrix,
         par: Par,
     ) -> Result<(Matrix, Vec<Vec<f32>>)> {
-        self.backward_opt(index, x, cache, g, par, true)
+        let empty = Matrix::zeros(0, 0);
+        let y = if let Cache::Act(f) = cache { &f.out } else { &empty };
+        let (mut dx, mut pg) = (Matrix::zeros(0, 0), Vec::new());
+        self.backward_into(index, x, y, cache, g, &mut dx, &mut pg, true, par)?;
+        Ok((dx, pg))
     }
 
-    /// [`Layer::backward`] that may skip `∂L/∂x` (returned empty, `0 × 0`) when the caller
-    /// does not need it — the first trained layer, whose input is data or frozen. Linear
-    /// layers skip their largest product; other kinds compute it anyway.
-    pub(crate) fn backward_opt(
+    /// [`Layer::backward`] into reusable buffers, given the layer's output `y` (read by
+    /// activations). `∂L/∂x` goes to `dx`, or is skipped (`dx` left `0 × 0`) when `need_dx`
+    /// is false — the first trained layer, whose input is data or frozen: linear layers then
+    /// skip their largest product; other kinds compute it anyway. Linear layers and
+    /// activations allocate nothing once the shapes are stable.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_into(
+        &self,
+        index: usize,
+        x: &Matrix,
+        y: &Matrix,
+        cache: &Cache,
+        g: &Matrix,
+        dx: &mut Matrix,
+        pg: &mut Vec<Vec<f32>>,
+        need_dx: bool,
+        par: Par,
+    ) -> Result<()> {
+        let n = x.rows();
+        match (self, cache) {
+            (Layer::Linear { w, .. }, _) => {
+                let (o, i) = w.shape();
+                pg.resize_with(2, Vec::new);
+                pg[0].resize(o * i, 0.0);
+                Gemm::tn(o, n, i, g.as_slice(), x.as_slice()).run(&mut pg[0], par);
+                g.col_sums_into(&mut pg[1]);
+                if need_dx {
+                    dx.resize(n, i);
+                    Gemm::nn(n, o, i, g.as_slice(), w.as_slice()).run(dx.as_mut_slice(), par);
+                } else {
+                    dx.resize(0, 0);
+                }
+                Ok(())
+            }
+            (Layer::Act { act, params, .. }, Cache::Act(f)) => {
+                pg.resize_with(usize::from(!params.is_empty()), Vec::new);
+                let mut none = Vec::new();
+                let dparams = pg.first_mut().unwrap_or(&mut none);
+                act.vjp_parts(params, x, y, &f.aux, g, dx, dparams, par)
+                    .map_err(|e| TrainError::Config(format!("layer {index}: {e}")))
+            }
+            _ => {
+                (*dx, *pg) = self.backward_other(index, x, cache, g, par)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The backward pass of the layers without a buffer-reusing path.
+    fn backward_other(
         &self,
         index: usize,
         x: &Matrix,
         cache: &Cache,
         g: &Matrix,
         par: Par,
-        need_dx: bool,
     ) -> Result<(Matrix, Vec<Vec<f32>>)> {
         let n = x.rows();
         let gr = g;
         match (self, cache) {
-            (Layer::Linear { w, .. }, _) => {
-                let (o, i) = w.shape();
-                let mut dw = vec![0.0f32; o * i];
-                Gemm::tn(o, n, i, g.as_slice(), x.as_slice()).run(&mut dw, par);
-                let db = g.col_sums();
-                if !need_dx {
-                    return Ok((Matrix::zeros(0, 0), vec![dw, db]));
-                }
-                let mut dx = Matrix::zeros(n, i);
-                Gemm::nn(n, o, i, g.as_slice(), w.as_slice()).run(dx.as_mut_slice(), par);
-                Ok((dx, vec![dw, db]))
-            }
             (Layer::WnLinear { v, g, .. }, _) => {
                 let w = self.effective_weights().expect("WnLinear has weights");
                 let (o, i) = w.shape();
@@ -352,18 +429,9 @@ impl Layer {
                 Gemm::tn(o, n, i, gr.as_slice(), x.as_slice()).run(&mut dw, par);
                 let db = gr.col_sums();
                 let (dv, dg) = iem_losses::volume::weight_norm_backward(v.as_slice(), g, &dw, i);
-                if !need_dx {
-                    return Ok((Matrix::zeros(0, 0), vec![dv, dg, db]));
-                }
                 let mut dx = Matrix::zeros(n, i);
                 Gemm::nn(n, o, i, gr.as_slice(), w.as_slice()).run(dx.as_mut_slice(), par);
                 Ok((dx, vec![dv, dg, db]))
-            }
-            (Layer::Act { act, params, .. }, Cache::Act(f)) => {
-                let Grads { dz, dparams } = act
-                    .vjp(params, x, f, g, par)
-                    .map_err(|e| TrainError::Config(format!("layer {index}: {e}")))?;
-                Ok((dz, if params.is_empty() { vec![] } else { vec![dparams] }))
             }
             (Layer::Distance(d), _) => {
                 let g2 = d

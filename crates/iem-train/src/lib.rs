@@ -272,12 +272,28 @@ impl Model {
         par: Par,
     ) -> Result<Trace> {
         let mut t = Trace { values: vec![x], caches: Vec::new() };
-        for l in from..to {
-            let (y, c) = self.layers[l].forward(l, t.values.last().unwrap(), par)?;
-            t.values.push(y);
-            t.caches.push(c);
-        }
+        self.forward_trace(&mut t, from, to, par)?;
         Ok(t)
+    }
+
+    /// Forward pass through layers `from..to` from `t.values[0]`, reusing the buffers the
+    /// trace already holds (a training loop keeps one trace for the whole run).
+    pub(crate) fn forward_trace(
+        &self,
+        t: &mut Trace,
+        from: usize,
+        to: usize,
+        par: Par,
+    ) -> Result<()> {
+        let n = to.saturating_sub(from);
+        t.values.resize_with(n + 1, || Matrix::zeros(0, 0));
+        t.caches.resize_with(n, Cache::default);
+        for i in 0..n {
+            let (done, rest) = t.values.split_at_mut(i + 1);
+            let l = from + i;
+            self.layers[l].forward_into(l, &done[i], &mut rest[0], &mut t.caches[i], par)?;
+        }
+        Ok(())
     }
 
     /// Forward pass through every layer.
@@ -287,9 +303,10 @@ impl Model {
 
     /// The output only.
     pub fn predict(&self, x: &Matrix, par: Par) -> Result<Matrix> {
-        let mut h = x.clone();
+        let (mut h, mut next, mut cache) = (x.clone(), Matrix::zeros(0, 0), Cache::None);
         for (l, layer) in self.layers.iter().enumerate() {
-            h = layer.forward(l, &h, par)?.0;
+            layer.forward_into(l, &h, &mut next, &mut cache, par)?;
+            std::mem::swap(&mut h, &mut next);
         }
         Ok(h)
     }
@@ -306,60 +323,69 @@ impl Model {
         extra: &[(usize, Matrix)],
         par: Par,
     ) -> Result<(ParamGrads, Vec<Matrix>)> {
-        self.backward_inner(trace, from, g, extra, par, true)
+        let n = trace.caches.len();
+        let mut input_grads = vec![Matrix::zeros(0, 0); n];
+        let (mut g, mut spare, mut grads) = (g, Matrix::zeros(0, 0), ParamGrads::new());
+        let bufs = Backward { g: &mut g, spare: &mut spare, grads: &mut grads };
+        self.backward_trace(trace, from, bufs, extra, par, true, |i, dx| {
+            input_grads[i] = dx.clone();
+        })?;
+        Ok((grads, input_grads))
     }
 
-    /// [`Model::backward_range`] for training: the first layer's input gradient is not
-    /// computed when that layer is linear (its input is data or a frozen layer's output).
-    pub(crate) fn backward_train(
+    /// The backward pass into reusable buffers: `bufs.g` holds `∂L/∂output` on entry (it
+    /// and `bufs.spare` are overwritten), `bufs.grads` receives the parameter gradients,
+    /// and `on_dx(i, dx)` sees each layer's input gradient as it is computed. `first_dx`:
+    /// compute the first layer's input gradient (training skips it when that layer is
+    /// linear: its input is data or a frozen layer's output).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_trace(
         &self,
         trace: &Trace,
         from: usize,
-        g: Matrix,
-        extra: &[(usize, Matrix)],
-        par: Par,
-    ) -> Result<(ParamGrads, Vec<Matrix>)> {
-        self.backward_inner(trace, from, g, extra, par, false)
-    }
-
-    fn backward_inner(
-        &self,
-        trace: &Trace,
-        from: usize,
-        g: Matrix,
+        bufs: Backward<'_>,
         extra: &[(usize, Matrix)],
         par: Par,
         first_dx: bool,
-    ) -> Result<(ParamGrads, Vec<Matrix>)> {
+        mut on_dx: impl FnMut(usize, &Matrix),
+    ) -> Result<()> {
+        let Backward { g, spare, grads } = bufs;
         let n = trace.caches.len();
-        let mut grads: ParamGrads = vec![Vec::new(); n];
-        let mut input_grads = vec![Matrix::zeros(0, 0); n];
-        let mut g = g;
+        grads.resize_with(n, Vec::new);
         for i in (0..n).rev() {
-            for (l, e) in extra {
-                if *l == from + i {
-                    g.axpy(1.0, e).map_err(|e| TrainError::Shape {
-                        layer: from + i,
-                        detail: e.to_string(),
-                    })?;
+            let l = from + i;
+            for (el, e) in extra {
+                if *el == l {
+                    g.axpy(1.0, e)
+                        .map_err(|e| TrainError::Shape { layer: l, detail: e.to_string() })?;
                 }
             }
-            let (dx, pg) = self.layers[from + i].backward_opt(
-                from + i,
-                &trace.values[i],
+            let (x, y) = (&trace.values[i], &trace.values[i + 1]);
+            let need_dx = first_dx || i > 0;
+            self.layers[l].backward_into(
+                l,
+                x,
+                y,
                 &trace.caches[i],
-                &g,
+                g,
+                spare,
+                &mut grads[i],
+                need_dx,
                 par,
-                first_dx || i > 0,
             )?;
-            grads[i] = pg;
-            if i > 0 {
-                input_grads[i] = dx.clone();
-                g = dx;
-            } else {
-                input_grads[i] = dx;
-            }
+            on_dx(i, spare);
+            std::mem::swap(g, spare);
         }
-        Ok((grads, input_grads))
+        Ok(())
     }
+}
+
+/// The buffers of [`Model::backward_trace`].
+pub(crate) struct Backward<'a> {
+    /// `∂L/∂output` on entry; scratch afterwards.
+    pub g: &'a mut Matrix,
+    /// Scratch.
+    pub spare: &'a mut Matrix,
+    /// Parameter gradients per layer.
+    pub grads: &'a mut ParamGrads,
 }

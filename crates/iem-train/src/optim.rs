@@ -132,8 +132,20 @@ impl Optimizer {
         grads: &mut ParamGrads,
     ) -> f32 {
         let norm =
-            grads.iter().flatten().flatten().map(|g| (*g as f64) * (*g as f64)).sum::<f64>().sqrt()
+            grads.iter().flatten().map(|g| iem_simd::elementwise::sum_sq(g)).sum::<f64>().sqrt()
                 as f32;
+        self.apply(model, layers, grads, norm);
+        norm
+    }
+
+    /// [`Optimizer::step`] given the global gradient norm `norm` (the trainer has it already).
+    pub(crate) fn apply(
+        &mut self,
+        model: &mut Model,
+        layers: std::ops::Range<usize>,
+        grads: &mut ParamGrads,
+        norm: f32,
+    ) {
         if let Some(c) = self.cfg.clip_norm
             && norm > c
             && norm > 0.0
@@ -175,6 +187,5 @@ impl Optimizer {
                 adam_update(h, p, g, m, v);
             }
         }
-        norm
     }
 }

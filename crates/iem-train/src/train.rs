@@ -1,10 +1,11 @@
 //! Trainers: end-to-end (approach 2), greedy layer-wise (approach 1), and fine-tuning.
 
 use crate::optim::{OptimConfig, Optimizer};
-use crate::{Model, ParamGrads, Result, Trace, TrainError};
+use crate::{Backward, Model, ParamGrads, Result, Trace, TrainError};
 use iem_losses::loss::{Reduction, cross_entropy, lse_loss, mse, soft_cross_entropy};
 use iem_losses::volume::{self, VolumeControl};
 use iem_simd::Par;
+use iem_simd::elementwise::{all_finite, sum_sq};
 use iem_tensor::Matrix;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -375,28 +376,30 @@ fn check_finite_grads(step: usize, from: usize, grads: &ParamGrads) -> Result<()
 
 fn check_finite_weights(step: usize, model: &Model, layers: Range<usize>) -> Result<()> {
     for l in layers {
-        if model.layers[l].params().iter().any(|p| p.iter().any(|v| !v.is_finite())) {
+        if !model.layers[l].params().iter().all(|p| all_finite(p)) {
             return Err(TrainError::NonFinite { step, layer: Some(l), quantity: "weight" });
         }
     }
     Ok(())
 }
 
-fn zero_sums(model: &Model, from: usize, input_grads: &[Matrix]) -> Vec<(usize, f64)> {
-    input_grads
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| model.layers[from + i].zero_sum())
-        .map(|(i, g)| {
-            let k = g.cols().max(1);
-            let r = g
-                .as_slice()
-                .chunks(k)
-                .map(|r| r.iter().map(|&v| v as f64).sum::<f64>().abs())
-                .fold(0.0, f64::max);
-            (from + i, r)
+/// `max_n |Σ_j g_nj|`: the zero-sum residual of a competitive layer's input gradient.
+fn zero_sum_residual(g: &Matrix) -> f64 {
+    let k = g.cols().max(1);
+    g.as_slice()
+        .chunks(k)
+        .map(|r| {
+            // f64 sums in 8 interleaved lanes (vector code; the residual is ~1e-8, far
+            // above the rounding of either order).
+            let mut acc = [0.0f64; 8];
+            let mut it = r.chunks_exact(8);
+            for c in &mut it {
+                acc.iter_mut().zip(c).for_each(|(a, &v)| *a += v as f64);
+            }
+            let tail: f64 = it.remainder().iter().map(|&v| v as f64).sum();
+            (acc.iter().sum::<f64>() + tail).abs()
         })
-        .collect()
+        .fold(0.0, f64::max)
 }
 
 /// Checks the alarms on every simplex-valued layer of a full forward pass.
@@ -520,6 +523,12 @@ fn train_until(
         None
     };
     let base = frozen_input.as_ref().unwrap_or(x);
+    // Buffers reused by every step: the trace (batch, layer outputs, caches), the output
+    // gradient and its spare, and the parameter gradients.
+    let mut trace = Trace { values: vec![Matrix::zeros(0, 0)], caches: Vec::new() };
+    let mut g: Matrix;
+    let (mut spare, mut grads) = (Matrix::zeros(0, 0), Vec::new());
+    let zero_sum: Vec<bool> = range.clone().map(|l| model.layers[l].zero_sum()).collect();
     let mut step = 0;
     let mut converged = false;
     let mut prev = f64::INFINITY;
@@ -528,10 +537,10 @@ fn train_until(
         let bs = batches(n, cfg.batch, &mut rng);
         let nb = bs.len();
         for idx in bs {
-            let xb = base.select_rows(&idx);
-            let trace: Trace = model.forward_owned(xb, range.start, range.end, cfg.par)?;
+            base.select_rows_into(&idx, &mut trace.values[0]);
+            model.forward_trace(&mut trace, range.start, range.end, cfg.par)?;
             for (i, v) in trace.values.iter().enumerate().skip(1) {
-                if v.as_slice().iter().any(|x| !x.is_finite()) {
+                if !all_finite(v.as_slice()) {
                     return Err(TrainError::NonFinite {
                         step,
                         layer: Some(range.start + i - 1),
@@ -539,7 +548,8 @@ fn train_until(
                     });
                 }
             }
-            let (mut value, g) = main_loss(loss, trace.output(), &idx)?;
+            let mut value;
+            (value, g) = main_loss(loss, trace.output(), &idx)?;
             let mut extra = Vec::new();
             let mut weight_extra: Vec<(usize, Vec<f32>)> = Vec::new();
             for a in aux {
@@ -559,22 +569,26 @@ fn train_until(
             if !value.is_finite() {
                 return Err(TrainError::NonFinite { step, layer: None, quantity: "loss" });
             }
-            let (mut grads, input_grads) =
-                model.backward_train(&trace, range.start, g, &extra, cfg.par)?;
+            let mut zs = Vec::new();
+            let bufs = Backward { g: &mut g, spare: &mut spare, grads: &mut grads };
+            model.backward_trace(&trace, range.start, bufs, &extra, cfg.par, false, |i, dx| {
+                if zero_sum[i] {
+                    zs.push((range.start + i, zero_sum_residual(dx)));
+                }
+            })?;
+            zs.reverse();
             for (l, gw) in weight_extra {
                 grads[l - range.start][0].iter_mut().zip(gw).for_each(|(a, b)| *a += b);
             }
             // One pass computes the norms; a non-finite norm means a non-finite gradient,
             // which the second pass then locates.
-            let grad_norms: Vec<f64> = grads
-                .iter()
-                .map(|g| g.iter().flatten().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt())
-                .collect();
+            let grad_norms: Vec<f64> =
+                grads.iter().map(|g| g.iter().map(|p| sum_sq(p)).sum::<f64>().sqrt()).collect();
             if grad_norms.iter().any(|v| !v.is_finite()) {
                 check_finite_grads(step, range.start, &grads)?;
             }
-            let zs = zero_sums(model, range.start, &input_grads);
-            opt.step(model, range.clone(), &mut grads);
+            let norm = grad_norms.iter().map(|v| v * v).sum::<f64>().sqrt() as f32;
+            opt.apply(model, range.clone(), &mut grads, norm);
             check_finite_weights(step, model, range.clone())?;
             obs.on_step(&StepInfo { step, epoch, loss: value, grad_norms, zero_sum: zs });
             total += value;
