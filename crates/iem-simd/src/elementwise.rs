@@ -334,10 +334,32 @@ impl Kernel for AdamK<'_> {
 /// `g ← g + λ₂p; m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
 /// p ← p(1 − lr·λ_d) − lr·(m/(1−β₁ᵗ)) / (√(v/(1−β₂ᵗ)) + ε)`.
 pub fn adam_update(h: AdamStep, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    adam_update_par(h, p, g, m, v, Par::Seq)
+}
+
+/// [`adam_update`] over fixed chunks that run in parallel under `par` (each element's update
+/// is independent, so the result is the same for any thread count). A step of a model with
+/// a few hundred thousand parameters streams megabytes, which one core cannot.
+pub fn adam_update_par(
+    h: AdamStep,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    par: Par,
+) {
     check("adam_update", p.len(), g.len());
     check("adam_update", p.len(), m.len());
     check("adam_update", p.len(), v.len());
-    simd::run(AdamK { h, p, g, m, v })
+    if par.degree() > 1 && p.len() > CHUNK {
+        p.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .for_each(|(((p, g), m), v)| simd::run(AdamK { h, p, g, m, v }));
+    } else {
+        simd::run(AdamK { h, p, g, m, v })
+    }
 }
 
 struct SgdK<'a> {

@@ -127,13 +127,17 @@ const TILE_N: usize = 256;
 /// is applied to `C` first and the product accumulated into it.
 fn tiled_gemm_crate(g: &Gemm<'_>, c: &mut [f32], par: Par) {
     let (m, n, k) = (g.m, g.n, g.k);
-    for row in c.chunks_exact_mut(n) {
-        for (j, x) in row.iter_mut().enumerate() {
-            let old = if g.beta == 0.0 { 0.0 } else { g.beta * *x };
-            *x = old + g.bias.map_or(0.0, |b| b[j]);
+    let read_dst = g.beta != 0.0 || g.bias.is_some();
+    // Without β or bias the `gemm` crate overwrites C (`read_dst` false): no pass over C
+    // first (for a weight gradient of 784 inputs that pass alone wrote 800 KB a step).
+    if read_dst {
+        for row in c.chunks_exact_mut(n) {
+            for (j, x) in row.iter_mut().enumerate() {
+                let old = if g.beta == 0.0 { 0.0 } else { g.beta * *x };
+                *x = old + g.bias.map_or(0.0, |b| b[j]);
+            }
         }
     }
-    let read_dst = g.beta != 0.0 || g.bias.is_some();
     // Strides (in elements) of op(A)[i, p] and op(B)[p, j].
     let (a_rs, a_cs) = if g.trans_a { (1isize, m as isize) } else { (k as isize, 1isize) };
     let (b_rs, b_cs) = if g.trans_b { (1isize, k as isize) } else { (n as isize, 1isize) };

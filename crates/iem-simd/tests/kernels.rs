@@ -413,6 +413,59 @@ fn gemm_beta_zero_ignores_nan() {
     let mut c = [f32::NAN; 4];
     Gemm::nn(2, 3, 2, &a, &b).run(&mut c, Par::Seq);
     assert_eq!(c, [3.0; 4]);
+    // The same on a shape past the small path (on AVX-512 the `gemm` crate, which then
+    // overwrites C without reading it), for every layout.
+    let mut r = rng(12);
+    let (m, k, n) = (150, 300, 200);
+    let a = randv(&mut r, m * k, -1.0, 1.0);
+    let b = randv(&mut r, k * n, -1.0, 1.0);
+    for (ta, tb) in [(false, false), (true, false), (false, true)] {
+        let g = match (ta, tb) {
+            (false, false) => Gemm::nn(m, k, n, &a, &b),
+            (true, false) => Gemm::tn(m, k, n, &a, &b),
+            _ => Gemm::nt(m, k, n, &a, &b),
+        };
+        let mut from_nan = vec![f32::NAN; m * n];
+        let mut from_zero = vec![0.0f32; m * n];
+        g.run(&mut from_nan, Par::Seq);
+        g.run(&mut from_zero, Par::Seq);
+        assert!(from_nan.iter().all(|v| v.is_finite()), "ta {ta} tb {tb}: NaN leaked");
+        assert!(from_nan == from_zero, "ta {ta} tb {tb}: result depends on C's old values");
+    }
+}
+
+#[test]
+fn adam_update_any_thread_count_same_result() {
+    let mut r = rng(13);
+    let n = 100_003; // several parallel chunks and a partial vector at the end
+    let p0 = randv(&mut r, n, -1.0, 1.0);
+    let g = randv(&mut r, n, -1.0, 1.0);
+    let m0 = randv(&mut r, n, -0.1, 0.1);
+    let v0 = randv(&mut r, n, 0.0, 0.1);
+    let h = ew::AdamStep {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        bias_correction1: 0.1,
+        bias_correction2: 0.001,
+        l2: 1e-4,
+        decoupled: 0.0,
+    };
+    let run = |par: Par| {
+        let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
+        ew::adam_update_par(h, &mut p, &g, &mut m, &mut v, par);
+        (p, m, v)
+    };
+    let seq = {
+        let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
+        ew::adam_update(h, &mut p, &g, &mut m, &mut v);
+        (p, m, v)
+    };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    assert!(run(Par::Seq) == seq);
+    assert!(pool.install(|| run(Par::Rayon(2))) == seq, "2 threads differ from 1");
+    assert!(seq.0 != p0, "the update changed nothing");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! gradient clipping, on the `iem-simd` update loops.
 
 use crate::{Model, ParamGrads};
-use iem_simd::elementwise::{AdamStep, adam_update, sgd_update};
+use iem_simd::Par;
+use iem_simd::elementwise::{AdamStep, adam_update_par, sgd_update};
 use serde::{Deserialize, Serialize};
 
 /// Which update rule.
@@ -134,17 +135,19 @@ impl Optimizer {
         let norm =
             grads.iter().flatten().map(|g| iem_simd::elementwise::sum_sq(g)).sum::<f64>().sqrt()
                 as f32;
-        self.apply(model, layers, grads, norm);
+        self.apply(model, layers, grads, norm, Par::Seq);
         norm
     }
 
-    /// [`Optimizer::step`] given the global gradient norm `norm` (the trainer has it already).
+    /// [`Optimizer::step`] given the global gradient norm `norm` (the trainer has it
+    /// already), with the Adam loops split over `par` (same result for any thread count).
     pub(crate) fn apply(
         &mut self,
         model: &mut Model,
         layers: std::ops::Range<usize>,
         grads: &mut ParamGrads,
         norm: f32,
+        par: Par,
     ) {
         if let Some(c) = self.cfg.clip_norm
             && norm > c
@@ -184,7 +187,7 @@ impl Optimizer {
                     l2,
                     decoupled,
                 };
-                adam_update(h, p, g, m, v);
+                adam_update_par(h, p, g, m, v, par);
             }
         }
     }

@@ -588,7 +588,7 @@ fn train_until(
                 check_finite_grads(step, range.start, &grads)?;
             }
             let norm = grad_norms.iter().map(|v| v * v).sum::<f64>().sqrt() as f32;
-            opt.apply(model, range.clone(), &mut grads, norm);
+            opt.apply(model, range.clone(), &mut grads, norm, cfg.par);
             check_finite_weights(step, model, range.clone())?;
             obs.on_step(&StepInfo { step, epoch, loss: value, grad_norms, zero_sum: zs });
             total += value;
