@@ -326,24 +326,29 @@ def jax_train(sizes, act, batch):
 
 
 def training():
-    out = subprocess.run(
-        ["cargo", "run", "--quiet", "--release", "-p", "iem-train", "--example", "train_probe"],
-        cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    # Build once, then time our side of each row right before the peers' side of the same
+    # row, so that a change in the machine's speed during the run moves a whole row, not
+    # one column.
+    subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "iem-train", "--example", "train_probe"],
+                   cwd=ROOT, check=True)
+    probe = os.path.join(ROOT, "target", "release", "examples", "train_probe")
     sizes = {"2d": (2, 64, 64, 4), "digits": (64, 256, 256, 10), "mnist": (784, 256, 256, 10)}
+    acts = ["relu", "softmax", "solu", "log_softmax", "grouped_softmax_m8"]
     print("| model | activation | batch | iem steps/s | torch eager | torch.compile | JAX jit | iem / fastest peer |")
     print("|---|---|---|---|---|---|---|---|")
-    for l in out.splitlines():
-        if not l.startswith("{"):
-            continue
-        r = json.loads(l)
-        sz = sizes[r["model"]]
-        e = torch_train(r["model"], r["activation"], sz, r["batch"], "eager")
-        c = torch_train(r["model"], r["activation"], sz, r["batch"], "compile")
-        j = jax_train(sz, r["activation"], r["batch"])
-        peers = [p for p in (e, c, j) if p]
-        fmt = lambda v: "n/a" if v is None else f"{v:.0f}"
-        ratio = f"{r['iem_steps_per_s'] / max(peers):.2f}×" if peers else "n/a"
-        print(f"| {r['model']} | {r['activation']} | {r['batch']} | {r['iem_steps_per_s']:.0f} | {fmt(e)} | {fmt(c)} | {fmt(j)} | {ratio} |")
+    for model in sizes:
+        for act in acts:
+            out = subprocess.run([probe, model, act], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+            r = next(json.loads(l) for l in out.splitlines() if l.startswith("{"))
+            sz = sizes[r["model"]]
+            e = torch_train(r["model"], r["activation"], sz, r["batch"], "eager")
+            c = torch_train(r["model"], r["activation"], sz, r["batch"], "compile")
+            j = jax_train(sz, r["activation"], r["batch"])
+            peers = [p for p in (e, c, j) if p]
+            fmt = lambda v: "n/a" if v is None else f"{v:.0f}"
+            ratio = f"{r['iem_steps_per_s'] / max(peers):.2f}×" if peers else "n/a"
+            print(f"| {r['model']} | {r['activation']} | {r['batch']} | {r['iem_steps_per_s']:.0f} | {fmt(e)} | {fmt(c)} | {fmt(j)} | {ratio} |",
+                  flush=True)
 
 
 if __name__ == "__main__":
