@@ -458,14 +458,24 @@ pub fn all_finite(x: &[f32]) -> bool {
 /// `Σ x_i²` accumulated in f64, in 8 interleaved partial sums combined in a fixed order
 /// (vector code, and deterministic: it depends only on `x`).
 pub fn sum_sq(x: &[f32]) -> f64 {
+    sum8_f64(x, |v| v * v)
+}
+
+/// `Σ x_i` accumulated in f64, in the 8 interleaved partial sums of [`sum_sq`].
+pub fn sum_f64(x: &[f32]) -> f64 {
+    sum8_f64(x, |v| v)
+}
+
+/// `Σ f(x_i)` in f64 over 8 interleaved partial sums combined in a fixed order.
+#[inline(always)]
+fn sum8_f64(x: &[f32], f: impl Fn(f64) -> f64) -> f64 {
     let mut acc = [0.0f64; 8];
     let mut it = x.chunks_exact(8);
     for c in &mut it {
         for (a, v) in acc.iter_mut().zip(c) {
-            let v = *v as f64;
-            *a += v * v;
+            *a += f(*v as f64);
         }
     }
-    let tail: f64 = it.remainder().iter().map(|v| (*v as f64) * (*v as f64)).sum();
+    let tail: f64 = it.remainder().iter().map(|v| f(*v as f64)).sum();
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }

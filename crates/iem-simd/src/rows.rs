@@ -549,50 +549,48 @@ pub fn nls_backward(a: &[f32], g: &[f32], cols: usize, out: &mut [f32], par: Par
 /// vectorised `exp` over the whole row).
 const SMALL_GROUP: usize = 16;
 
-row_kernel!(SmallGroupSoftmaxK { x: &'a [f32], group: usize, c: f32, out: &'a mut [f32] } |s, k| {
-    // Common group sizes get a compile-time width: the per-group loops unroll and, inside
-    // the instruction-set context of `simd::run`, the compiler vectorises across groups.
-    // The operations and their order are the same for every width.
-    match k.group {
-        2 => group_shift::<2>(k.x, k.out, k.c),
-        4 => group_shift::<4>(k.x, k.out, k.c),
-        8 => group_shift::<8>(k.x, k.out, k.c),
-        16 => group_shift::<16>(k.x, k.out, k.c),
-        m => group_shift_dyn(k.x, k.out, k.c, m),
-    }
-    map_inplace(s, k.out, ExpOp);
-    match k.group {
-        2 => group_normalise::<2>(k.out),
-        4 => group_normalise::<4>(k.out),
-        8 => group_normalise::<8>(k.out),
-        16 => group_normalise::<16>(k.out),
-        m => group_normalise_dyn(k.out, m),
-    }
-});
-
-/// `out = (x − max of the group)·c` per group (0 for a group of all −∞).
-#[inline(always)]
-fn group_shift<const M: usize>(x: &[f32], out: &mut [f32], c: f32) {
-    for (xg, og) in x.chunks_exact(M).zip(out.chunks_exact_mut(M)) {
-        let xg: &[f32; M] = xg.try_into().expect("chunk of M");
-        let og: &mut [f32; M] = og.try_into().expect("chunk of M");
-        let mx = xg.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        if mx == f32::NEG_INFINITY {
-            *og = [0.0; M]; // all −inf: exp(0) = 1 everywhere, normalised to uniform below
-            continue;
+/// Evaluates `body` with `m` bound to a literal for the common group sizes 2, 4, 8 and 16:
+/// the `#[inline(always)]` group functions then unroll their per-group loops at that width
+/// and, inside the instruction-set context of `simd::run`, vectorise across groups. Same
+/// operations, same order, for every width. (A macro, not a closure: a closure need not be
+/// inlined into that context.)
+macro_rules! with_group_width {
+    ($group:expr, |$m:ident| $body:expr) => {
+        match $group {
+            2 => {
+                let $m = 2;
+                $body
+            }
+            4 => {
+                let $m = 4;
+                $body
+            }
+            8 => {
+                let $m = 8;
+                $body
+            }
+            16 => {
+                let $m = 16;
+                $body
+            }
+            $m => $body,
         }
-        for (o, &v) in og.iter_mut().zip(xg) {
-            *o = (v - mx) * c;
-        }
-    }
+    };
 }
 
+row_kernel!(SmallGroupSoftmaxK { x: &'a [f32], group: usize, c: f32, out: &'a mut [f32] } |s, k| {
+    with_group_width!(k.group, |m| group_shift(k.x, k.out, k.c, m));
+    map_inplace(s, k.out, ExpOp);
+    with_group_width!(k.group, |m| group_normalise(k.out, m));
+});
+
+/// `out = (x − max of the group)·c` per group of `m` (0 for a group of all −∞).
 #[inline(always)]
-fn group_shift_dyn(x: &[f32], out: &mut [f32], c: f32, m: usize) {
+fn group_shift(x: &[f32], out: &mut [f32], c: f32, m: usize) {
     for (xg, og) in x.chunks_exact(m).zip(out.chunks_exact_mut(m)) {
         let mx = xg.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         if mx == f32::NEG_INFINITY {
-            og.fill(0.0);
+            og.fill(0.0); // all −inf: exp(0) = 1 everywhere, normalised to uniform below
             continue;
         }
         for (o, &v) in og.iter_mut().zip(xg) {
@@ -601,18 +599,9 @@ fn group_shift_dyn(x: &[f32], out: &mut [f32], c: f32, m: usize) {
     }
 }
 
-/// Divides every group by its sum (summed in order).
+/// Divides every group of `m` by its sum (summed in order).
 #[inline(always)]
-fn group_normalise<const M: usize>(out: &mut [f32]) {
-    for og in out.chunks_exact_mut(M) {
-        let og: &mut [f32; M] = og.try_into().expect("chunk of M");
-        let inv = 1.0 / og.iter().sum::<f32>();
-        og.iter_mut().for_each(|v| *v *= inv);
-    }
-}
-
-#[inline(always)]
-fn group_normalise_dyn(out: &mut [f32], m: usize) {
+fn group_normalise(out: &mut [f32], m: usize) {
     for og in out.chunks_exact_mut(m) {
         let inv = 1.0 / og.iter().sum::<f32>();
         og.iter_mut().for_each(|v| *v *= inv);
@@ -620,34 +609,16 @@ fn group_normalise_dyn(out: &mut [f32], m: usize) {
 }
 
 row_kernel!(SmallGroupSoftmaxBwdK { sm: &'a [f32], g: &'a [f32], group: usize, c: f32, out: &'a mut [f32] } |_s, k| {
-    match k.group {
-        2 => group_softmax_bwd::<2>(k.sm, k.g, k.out, k.c),
-        4 => group_softmax_bwd::<4>(k.sm, k.g, k.out, k.c),
-        8 => group_softmax_bwd::<8>(k.sm, k.g, k.out, k.c),
-        16 => group_softmax_bwd::<16>(k.sm, k.g, k.out, k.c),
-        m => {
-            for ((sg, gg), og) in
-                k.sm.chunks_exact(m).zip(k.g.chunks_exact(m)).zip(k.out.chunks_exact_mut(m))
-            {
-                let d: f32 = sg.iter().zip(gg).map(|(a, b)| a * b).sum();
-                for i in 0..m {
-                    og[i] = sg[i] * (gg[i] - d) * k.c;
-                }
-            }
-        }
-    }
+    with_group_width!(k.group, |m| group_softmax_bwd(k.sm, k.g, k.out, k.c, m));
 });
 
-/// `out = s ⊙ (g − ⟨s, g⟩)·c` per group (the dot product summed in order).
+/// `out = s ⊙ (g − ⟨s, g⟩)·c` per group of `m` (the dot product summed in order).
 #[inline(always)]
-fn group_softmax_bwd<const M: usize>(sm: &[f32], g: &[f32], out: &mut [f32], c: f32) {
-    for ((sg, gg), og) in sm.chunks_exact(M).zip(g.chunks_exact(M)).zip(out.chunks_exact_mut(M)) {
-        let sg: &[f32; M] = sg.try_into().expect("chunk of M");
-        let gg: &[f32; M] = gg.try_into().expect("chunk of M");
-        let og: &mut [f32; M] = og.try_into().expect("chunk of M");
+fn group_softmax_bwd(sm: &[f32], g: &[f32], out: &mut [f32], c: f32, m: usize) {
+    for ((sg, gg), og) in sm.chunks_exact(m).zip(g.chunks_exact(m)).zip(out.chunks_exact_mut(m)) {
         let d: f32 = sg.iter().zip(gg).map(|(a, b)| a * b).sum();
-        for i in 0..M {
-            og[i] = sg[i] * (gg[i] - d) * c;
+        for ((o, &sv), &gv) in og.iter_mut().zip(sg).zip(gg) {
+            *o = sv * (gv - d) * c;
         }
     }
 }

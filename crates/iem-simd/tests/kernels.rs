@@ -648,6 +648,9 @@ fn all_finite_and_sum_sq_against_scalar() {
         let want: f64 = x.iter().map(|v| (*v as f64).powi(2)).sum();
         let got = ew::sum_sq(&x);
         assert!((got - want).abs() <= 1e-12 * want.max(1.0), "sum_sq n = {n}: {got} vs {want}");
+        let want: f64 = x.iter().map(|&v| v as f64).sum();
+        let got = ew::sum_f64(&x);
+        assert!((got - want).abs() <= 1e-12 * n.max(1) as f64, "sum_f64 n = {n}: {got} vs {want}");
         // Every position and every kind of non-finite value is seen.
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             for pos in [0, n / 2, n.saturating_sub(1)] {

@@ -404,19 +404,21 @@ impl Layer {
                     .map_err(|e| TrainError::Config(format!("layer {index}: {e}")))
             }
             _ => {
-                (*dx, *pg) = self.backward_other(index, x, cache, g, par)?;
+                (*dx, *pg) = self.backward_other(index, x, cache, g, need_dx, par)?;
                 Ok(())
             }
         }
     }
 
-    /// The backward pass of the layers without a buffer-reusing path.
+    /// The backward pass of the layers without a buffer-reusing path (`need_dx` as for
+    /// [`Layer::backward_into`]).
     fn backward_other(
         &self,
         index: usize,
         x: &Matrix,
         cache: &Cache,
         g: &Matrix,
+        need_dx: bool,
         par: Par,
     ) -> Result<(Matrix, Vec<Vec<f32>>)> {
         let n = x.rows();
@@ -429,6 +431,9 @@ impl Layer {
                 Gemm::tn(o, n, i, gr.as_slice(), x.as_slice()).run(&mut dw, par);
                 let db = gr.col_sums();
                 let (dv, dg) = iem_losses::volume::weight_norm_backward(v.as_slice(), g, &dw, i);
+                if !need_dx {
+                    return Ok((Matrix::zeros(0, 0), vec![dv, dg, db]));
+                }
                 let mut dx = Matrix::zeros(n, i);
                 Gemm::nn(n, o, i, gr.as_slice(), w.as_slice()).run(dx.as_mut_slice(), par);
                 Ok((dx, vec![dv, dg, db]))

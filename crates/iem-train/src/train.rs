@@ -5,7 +5,7 @@ use crate::{Backward, Model, ParamGrads, Result, Trace, TrainError};
 use iem_losses::loss::{Reduction, cross_entropy, lse_loss, mse, soft_cross_entropy};
 use iem_losses::volume::{self, VolumeControl};
 use iem_simd::Par;
-use iem_simd::elementwise::{all_finite, sum_sq};
+use iem_simd::elementwise::{all_finite, sum_f64, sum_sq};
 use iem_tensor::Matrix;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -363,7 +363,7 @@ fn aux_term(
 
 fn check_finite_grads(step: usize, from: usize, grads: &ParamGrads) -> Result<()> {
     for (i, g) in grads.iter().enumerate() {
-        if g.iter().flatten().any(|v| !v.is_finite()) {
+        if !g.iter().all(|p| all_finite(p)) {
             return Err(TrainError::NonFinite {
                 step,
                 layer: Some(from + i),
@@ -386,20 +386,7 @@ fn check_finite_weights(step: usize, model: &Model, layers: Range<usize>) -> Res
 /// `max_n |Σ_j g_nj|`: the zero-sum residual of a competitive layer's input gradient.
 fn zero_sum_residual(g: &Matrix) -> f64 {
     let k = g.cols().max(1);
-    g.as_slice()
-        .chunks(k)
-        .map(|r| {
-            // f64 sums in 8 interleaved lanes (vector code; the residual is ~1e-8, far
-            // above the rounding of either order).
-            let mut acc = [0.0f64; 8];
-            let mut it = r.chunks_exact(8);
-            for c in &mut it {
-                acc.iter_mut().zip(c).for_each(|(a, &v)| *a += v as f64);
-            }
-            let tail: f64 = it.remainder().iter().map(|&v| v as f64).sum();
-            (acc.iter().sum::<f64>() + tail).abs()
-        })
-        .fold(0.0, f64::max)
+    g.as_slice().chunks(k).map(|r| sum_f64(r).abs()).fold(0.0, f64::max)
 }
 
 /// Checks the alarms on every simplex-valued layer of a full forward pass.
@@ -510,7 +497,7 @@ fn train_until(
             )));
         }
     }
-    if x.as_slice().iter().any(|v| !v.is_finite()) {
+    if !all_finite(x.as_slice()) {
         return Err(TrainError::NonFinite { step: 0, layer: None, quantity: "input" });
     }
     let steps_per_epoch = if cfg.batch == 0 { 1 } else { n.div_ceil(cfg.batch) };
