@@ -2,8 +2,9 @@
 //!
 //! Three paths, chosen by shape and instruction set only (never by thread count):
 //! - **small**: when `op(B)` fits in about 64 KiB, it is copied once into a zero-padded
-//!   row-major buffer and each block of 4 rows of `C` is computed straight from `A`
-//!   (no packing of `A`). Tiny layer shapes such as 256×2×64 are pure call overhead in
+//!   row-major buffer (padded to 1, 2 or 4 vectors, as `n` needs) and each block of rows of
+//!   `C` (16, 8 or 4 on AVX-512, 8 or 4 elsewhere) is computed straight from `A` (no packing
+//!   of `A`). Tiny layer shapes such as 256×2×64 are pure call overhead in
 //!   general-purpose GEMMs; this path has almost none.
 //! - **packed**: the BLIS loop nest. `op(B)` is packed in `KC × NC` blocks of `NR`-wide
 //!   panels, `op(A)` in `MC × KC` blocks of `MR`-high panels, and an `MR × NR` register-tile
