@@ -336,7 +336,11 @@ def training():
     acts = ["relu", "softmax", "solu", "log_softmax", "grouped_softmax_m8"]
     print("| model | activation | batch | iem steps/s | torch eager | torch.compile | JAX jit | iem / fastest peer |")
     print("|---|---|---|---|---|---|---|---|")
+    # Optional model names after --train (e.g. `--train mnist`) restrict the rows.
+    only = [a for a in sys.argv[sys.argv.index("--train") + 1:] if a in sizes] if "--train" in sys.argv else []
     for model in sizes:
+        if only and model not in only:
+            continue
         for act in acts:
             out = subprocess.run([probe, model, act], cwd=ROOT, check=True, capture_output=True, text=True).stdout
             r = next(json.loads(l) for l in out.splitlines() if l.startswith("{"))

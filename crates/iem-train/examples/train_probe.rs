@@ -16,6 +16,10 @@ use iem_train::{Init, Model};
 use std::time::Instant;
 
 fn main() {
+    // Row blocks per step (data parallelism inside a step; see `TrainConfig::row_blocks`):
+    // one per thread unless `IEM_ROW_BLOCKS` says otherwise.
+    let blocks: usize =
+        std::env::var("IEM_ROW_BLOCKS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let acts = [
         ("relu", Activation::Relu),
@@ -50,6 +54,7 @@ fn main() {
                 batch,
                 seed: 1,
                 optim: OptimConfig::adam(1e-3),
+                row_blocks: blocks,
                 par: Par::Rayon(2),
                 ..TrainConfig::default()
             };

@@ -504,3 +504,127 @@ fn auxiliary_objectives_pass_the_checker() {
     .unwrap_err();
     assert!(e.to_string().contains("not a control on responsibilities"), "{e}");
 }
+
+/// One full-batch SGD step (lr 1) of `m` with `blocks` row blocks: the weight change is
+/// minus the gradient. Also returns what the observer saw.
+fn one_sgd_step(
+    m: &Model,
+    x: &Matrix,
+    loss: &Loss,
+    blocks: usize,
+    par: Par,
+) -> (Vec<f64>, train::StepInfo) {
+    let mut mm = m.clone();
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch: 0,
+        optim: OptimConfig::sgd(1.0, 0.0),
+        row_blocks: blocks,
+        par,
+        ..TrainConfig::default()
+    };
+    let mut rec = Recorder::default();
+    train::end_to_end(&mut mm, x, loss, &[], &cfg, &mut rec).unwrap();
+    let step: Vec<f64> = flat(m).iter().zip(flat(&mm)).map(|(a, b)| a - b).collect();
+    (step, rec.steps.remove(0))
+}
+
+#[test]
+fn row_blocks_give_the_batch_gradient_for_every_layer_kind() {
+    let mut r = ChaCha8Rng::seed_from_u64(6);
+    let x = Matrix::from_fn(7, 3, |_, _| r.random_range(-1.5f32..1.5));
+    let y: Vec<usize> = (0..7).map(|i| i % 3).collect();
+    let ce = Loss::CrossEntropy(y.clone());
+    for (mi, m) in models().into_iter().enumerate() {
+        let g = grad_of(&m, &x, &y);
+        let (whole, info1) = one_sgd_step(&m, &x, &ce, 1, Par::Seq);
+        // 7 rows in blocks of 3, 3 and 1; and more blocks than rows (one row each).
+        for blocks in [3, 2, 50] {
+            let (step, info) = one_sgd_step(&m, &x, &ce, blocks, Par::Seq);
+            for (i, ((s, w), gi)) in step.iter().zip(&whole).zip(&g).enumerate() {
+                // f32 parameters: the step equals the gradient to the parameter's rounding.
+                let tol = 1e-5 * (1.0 + gi.abs()) + 2e-7 * flat(&m)[i].abs();
+                assert!(
+                    (s - gi).abs() <= tol,
+                    "model {mi}, blocks {blocks}, param {i}: {s} vs {gi}"
+                );
+                assert!((s - w).abs() <= tol, "model {mi}, blocks {blocks}, param {i}: {s} vs {w}");
+            }
+            assert!((info.loss - info1.loss).abs() <= 1e-6 * info1.loss.abs(), "model {mi}");
+            assert_eq!(info.grad_norms.len(), info1.grad_norms.len());
+            for (a, b) in info.grad_norms.iter().zip(&info1.grad_norms) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b), "model {mi}: norms {a} vs {b}");
+            }
+            assert_eq!(info.zero_sum.len(), info1.zero_sum.len(), "model {mi}");
+            for (a, b) in info.zero_sum.iter().zip(&info1.zero_sum) {
+                assert_eq!(a.0, b.0);
+                assert!((a.1 - b.1).abs() <= 1e-6, "model {mi}: residual {a:?} vs {b:?}");
+            }
+        }
+    }
+    // The other row-separable objectives, on a model whose output suits them.
+    let m = Model::mlp(&[3, 5, 4], &[Activation::Solu], Init::PytorchDefault, 9).unwrap();
+    let t = Matrix::from_fn(7, 4, |i, j| ((i * 3 + j) % 5) as f32 * 0.2);
+    for loss in [Loss::Mse(t), Loss::Lse] {
+        let (whole, _) = one_sgd_step(&m, &x, &loss, 1, Par::Seq);
+        let (step, _) = one_sgd_step(&m, &x, &loss, 3, Par::Seq);
+        for (s, w) in step.iter().zip(&whole) {
+            assert!((s - w).abs() <= 1e-5 * (1.0 + w.abs()), "{loss:?}: {s} vs {w}");
+        }
+    }
+}
+
+#[test]
+fn row_blocks_are_deterministic_and_checked() {
+    let (x, y) = toy(300, 3);
+    let run = |par: Par, blocks: usize, aux: bool| {
+        let mut m = Model::mlp(
+            &[2, 32, 32, 3],
+            &[Activation::Softmax { temperature: Temperature::Learned(1.0) }, Activation::Relu],
+            Init::PytorchDefault,
+            4,
+        )
+        .unwrap();
+        let cfg = TrainConfig {
+            epochs: 2,
+            batch: 64,
+            seed: 2,
+            optim: OptimConfig::adam(1e-2),
+            row_blocks: blocks,
+            par,
+            ..TrainConfig::default()
+        };
+        let aux = if aux {
+            vec![Aux {
+                layer: 1,
+                kind: AuxKind::Control { control: VolumeControl::Balance { weight: 0.1 } },
+            }]
+        } else {
+            vec![]
+        };
+        train::end_to_end(&mut m, &x, &Loss::CrossEntropy(y.clone()), &aux, &cfg, &mut ())
+            .map(|_| m)
+    };
+    let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+    // Same blocks, 1 or 2 threads: the same weights bit for bit.
+    let one = pool(1).install(|| run(Par::Seq, 2, false)).unwrap();
+    let two = pool(2).install(|| run(Par::Rayon(2), 2, false)).unwrap();
+    assert_eq!(one, two);
+    let four = pool(2).install(|| run(Par::Rayon(2), 4, false)).unwrap();
+    assert_ne!(one, four, "the block count is part of the configuration");
+    // Auxiliary objectives couple a batch's rows: those steps run as one block.
+    let whole = pool(2).install(|| run(Par::Rayon(2), 1, true)).unwrap();
+    let blocked = pool(2).install(|| run(Par::Rayon(2), 2, true)).unwrap();
+    assert_eq!(whole, blocked);
+    assert!(matches!(run(Par::Seq, 0, false), Err(TrainError::Config(_))));
+    // A non-finite activation inside a block names its step and layer.
+    let mut m = Model::mlp(&[2, 4, 3], &[Activation::Relu], Init::PytorchDefault, 1).unwrap();
+    if let Layer::Linear { w, .. } = &mut m.layers[0] {
+        w.set(1, 0, f32::INFINITY);
+    }
+    let cfg = TrainConfig { row_blocks: 2, ..TrainConfig::default() };
+    match train::end_to_end(&mut m, &x, &Loss::CrossEntropy(y), &[], &cfg, &mut ()) {
+        Err(TrainError::NonFinite { step: 0, layer: Some(0), quantity: "activation" }) => {}
+        other => panic!("expected a non-finite activation at step 0, layer 0, got {other:?}"),
+    }
+}
