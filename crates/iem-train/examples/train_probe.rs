@@ -20,6 +20,10 @@ fn main() {
     // one per thread unless `IEM_ROW_BLOCKS` says otherwise.
     let blocks: usize =
         std::env::var("IEM_ROW_BLOCKS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    // Timed windows per configuration (the best is reported); `bench_peers.py` asks for
+    // one at a time to interleave them with the peers' windows.
+    let windows: usize =
+        std::env::var("IEM_PROBE_WINDOWS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let acts = [
         ("relu", Activation::Relu),
@@ -59,16 +63,15 @@ fn main() {
                 ..TrainConfig::default()
             };
             let loss = Loss::CrossEntropy(y.clone());
-            // Warm up (and estimate the rate), then the best of 3 windows of about 0.5 s, each
-            // one run with one optimiser state (as the peers' loops keep theirs), as
-            // `scripts/bench_peers.py` times the peers.
+            // Warm up (and estimate the rate), then the best of `windows` windows of about
+            // 0.5 s, each one run with one optimiser state (as the peers' loops keep theirs).
             let t = Instant::now();
             pool.install(|| train::end_to_end(&mut m, &x, &loss, &[], &cfg, &mut ()).unwrap());
             let per_epoch = t.elapsed().as_secs_f64();
             let epochs = ((0.5 / per_epoch) as usize).clamp(2, 100_000);
             let cfg = TrainConfig { epochs, ..cfg };
             let mut sps = 0.0f64;
-            for _ in 0..3 {
+            for _ in 0..windows {
                 let t = Instant::now();
                 let r = pool
                     .install(|| train::end_to_end(&mut m, &x, &loss, &[], &cfg, &mut ()))
