@@ -447,12 +447,26 @@ pub fn fma(a: &[f32], b: &[f32], c: &[f32], out: &mut [f32]) {
 
 /// Whether every element is finite (no NaN, no ±∞). Adding one to the exponent field of
 /// `|x|`'s bits carries into the sign bit exactly when the exponent is all ones (∞ or NaN);
-/// the sums are OR-ed over blocks of 1024 — three integer operations per element that any
-/// instruction set (SSE2 included) runs as vector code.
+/// the sums are OR-ed over blocks of 1024 — three integer operations per element, compiled
+/// for the running instruction set (16 lanes on AVX-512, 4 on the SSE2 baseline).
 pub fn all_finite(x: &[f32]) -> bool {
-    x.chunks(1024).all(|c| {
-        c.iter().fold(0u32, |acc, v| acc | ((v.to_bits() & 0x7fff_ffff) + 0x0080_0000)) >> 31 == 0
-    })
+    simd::run(AllFiniteK { x })
+}
+
+struct AllFiniteK<'a> {
+    x: &'a [f32],
+}
+impl Kernel for AllFiniteK<'_> {
+    type Output = bool;
+    #[inline(always)]
+    fn run<S: Simd>(self, _s: S) -> bool {
+        // Plain integer code: the target features of the caller (`simd::run`'s
+        // per-ISA entry points) decide the vector width.
+        self.x.chunks(1024).all(|c| {
+            c.iter().fold(0u32, |acc, v| acc | ((v.to_bits() & 0x7fff_ffff) + 0x0080_0000)) >> 31
+                == 0
+        })
+    }
 }
 
 /// `Σ x_i²` accumulated in f64, in 8 interleaved partial sums combined in a fixed order

@@ -505,30 +505,13 @@ fn blocked_step(
 }
 
 /// `dst += src` for each gradient set of `others`, in order; each element's sum runs in that
-/// order whatever the thread count (the split is over fixed element ranges).
-fn add_grads<'a>(
-    dst: &mut ParamGrads,
-    others: impl Iterator<Item = &'a ParamGrads> + Clone,
-    par: Par,
-) {
-    use rayon::prelude::*;
-    const CHUNK: usize = 32 * 1024;
-    for (l, layer) in dst.iter_mut().enumerate() {
-        for (p, d) in layer.iter_mut().enumerate() {
-            let srcs: Vec<&[f32]> = others.clone().map(|o| o[l][p].as_slice()).collect();
-            let add = |(ci, dc): (usize, &mut [f32])| {
-                let o = ci * CHUNK;
-                let len = dc.len();
-                for s in &srcs {
-                    for (a, b) in dc.iter_mut().zip(&s[o..o + len]) {
-                        *a += b;
-                    }
-                }
-            };
-            if par.degree() > 1 && d.len() > CHUNK {
-                d.par_chunks_mut(CHUNK).enumerate().for_each(add);
-            } else {
-                d.chunks_mut(CHUNK).enumerate().for_each(add);
+/// order whatever the thread count (`axpy` splits over fixed element ranges, and
+/// `1·x + y` rounds as `x + y`).
+fn add_grads<'a>(dst: &mut ParamGrads, others: impl Iterator<Item = &'a ParamGrads>, par: Par) {
+    for o in others {
+        for (dl, ol) in dst.iter_mut().zip(o) {
+            for (d, s) in dl.iter_mut().zip(ol) {
+                iem_simd::elementwise::axpy(1.0, s, d, par);
             }
         }
     }
