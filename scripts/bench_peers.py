@@ -332,6 +332,23 @@ def jax_train(sizes, act, batch):
     return window
 
 
+def cpu_times():
+    """(steal, total) jiffies of all CPUs from /proc/stat, or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        return v[7], sum(v)
+    except Exception:
+        return None
+
+
+def steal_pct(before, after):
+    """Share of the CPU time the hypervisor gave to other guests between two readings."""
+    if before is None or after is None or after[1] == before[1]:
+        return "n/a"
+    return f"{100.0 * (after[0] - before[0]) / (after[1] - before[1]):.0f}%"
+
+
 def training():
     # Build once, then time our side of each row right before the peers' side of the same
     # row, so that a change in the machine's speed during the run moves a whole row, not
@@ -341,8 +358,10 @@ def training():
     probe = os.path.join(ROOT, "target", "release", "examples", "train_probe")
     sizes = {"2d": (2, 64, 64, 4), "digits": (64, 256, 256, 10), "mnist": (784, 256, 256, 10)}
     acts = ["relu", "softmax", "solu", "log_softmax", "grouped_softmax_m8"]
-    print("| model | activation | batch | iem steps/s | torch eager | torch.compile | JAX jit | iem / fastest peer |")
-    print("|---|---|---|---|---|---|---|---|")
+    # The last column: CPU time stolen by the hypervisor during the row's timed windows (a
+    # shared host's load; rows with much steal are noisier).
+    print("| model | activation | batch | iem steps/s | torch eager | torch.compile | JAX jit | iem / fastest peer | steal |")
+    print("|---|---|---|---|---|---|---|---|---|")
     # Optional model names after --train (e.g. `--train mnist`) restrict the rows.
     only = [a for a in sys.argv[sys.argv.index("--train") + 1:] if a in sizes] if "--train" in sys.argv else []
     for model in sizes:
@@ -357,6 +376,7 @@ def training():
             best = [None, None, None]
             ours = 0.0
             env = dict(os.environ, IEM_PROBE_WINDOWS="1")
+            t0 = cpu_times()
             for _ in range(ROUNDS):
                 # Our side: one probe process timing one window (after its warm-up).
                 out = subprocess.run([probe, model, act], cwd=ROOT, check=True, capture_output=True, text=True,
@@ -372,11 +392,12 @@ def training():
                             continue
                         best[k] = v if best[k] is None else max(best[k], v)
             r["iem_steps_per_s"] = ours
+            steal = steal_pct(t0, cpu_times())
             e, c, j = best
             peers = [p for p in (e, c, j) if p]
             fmt = lambda v: "n/a" if v is None else f"{v:.0f}"
             ratio = f"{r['iem_steps_per_s'] / max(peers):.2f}×" if peers else "n/a"
-            print(f"| {r['model']} | {r['activation']} | {r['batch']} | {r['iem_steps_per_s']:.0f} | {fmt(e)} | {fmt(c)} | {fmt(j)} | {ratio} |",
+            print(f"| {r['model']} | {r['activation']} | {r['batch']} | {r['iem_steps_per_s']:.0f} | {fmt(e)} | {fmt(c)} | {fmt(j)} | {ratio} | {steal} |",
                   flush=True)
 
 
