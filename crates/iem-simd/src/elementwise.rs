@@ -445,6 +445,66 @@ pub fn fma(a: &[f32], b: &[f32], c: &[f32], out: &mut [f32]) {
     simd::run(Mul3K { a, b, c, out })
 }
 
+/// `out[j] = Σ_i x[i·cols + j]`: the column sums of a row-major matrix with `cols` columns
+/// (a bias gradient). Each column is summed in row order from zero, as a plain loop over
+/// rows does, so every instruction set gives the same bits; the partial sums stay in
+/// registers (4 vectors of columns at a time) instead of a load and store of `out` per row.
+///
+/// # Panics
+/// If `out.len() != cols` or `x.len()` is not a multiple of `cols` (programmer errors;
+/// `iem-tensor` shapes guarantee both).
+pub fn col_sums(x: &[f32], cols: usize, out: &mut [f32]) {
+    check("col_sums", out.len(), cols);
+    if cols == 0 {
+        return;
+    }
+    assert!(x.len() % cols == 0, "col_sums: {} elements are not rows of {cols}", x.len());
+    simd::run(ColSumsK { x, cols, out })
+}
+
+struct ColSumsK<'a> {
+    x: &'a [f32],
+    cols: usize,
+    out: &'a mut [f32],
+}
+impl Kernel for ColSumsK<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let (x, cols, out) = (self.x, self.cols, self.out);
+        let l = S::LANES;
+        let mut j = 0;
+        while j + 4 * l <= cols {
+            let mut acc = [s.zero(); 4];
+            for row in x.chunks_exact(cols) {
+                let r = &row[j..j + 4 * l];
+                for (v, a) in acc.iter_mut().enumerate() {
+                    *a = s.add(*a, s.load(&r[v * l..]));
+                }
+            }
+            for (v, a) in acc.into_iter().enumerate() {
+                s.store(&mut out[j + v * l..], a);
+            }
+            j += 4 * l;
+        }
+        while j + l <= cols {
+            let mut acc = s.zero();
+            for row in x.chunks_exact(cols) {
+                acc = s.add(acc, s.load(&row[j..j + l]));
+            }
+            s.store(&mut out[j..j + l], acc);
+            j += l;
+        }
+        if j < cols {
+            let mut acc = s.zero();
+            for row in x.chunks_exact(cols) {
+                acc = s.add(acc, s.load_partial(&row[j..cols], 0.0));
+            }
+            s.store_partial(&mut out[j..cols], acc);
+        }
+    }
+}
+
 /// Whether every element is finite (no NaN, no ±∞). Adding one to the exponent field of
 /// `|x|`'s bits carries into the sign bit exactly when the exponent is all ones (∞ or NaN);
 /// the sums are OR-ed over blocks of 1024 — three integer operations per element, compiled

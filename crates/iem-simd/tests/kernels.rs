@@ -640,6 +640,27 @@ fn softmax_of_distances_with_a_wide_spread() {
 }
 
 #[test]
+fn col_sums_bit_identical_to_the_row_loop() {
+    let mut r = rng(43);
+    for rows in [0usize, 1, 2, 7, 33] {
+        for cols in sizes().into_iter().filter(|&c| c > 0 && c <= 300) {
+            let x = randv(&mut r, rows * cols, -3.0, 3.0);
+            let mut want = vec![0.0f32; cols];
+            for row in x.chunks_exact(cols) {
+                for (a, b) in want.iter_mut().zip(row) {
+                    *a += b;
+                }
+            }
+            let mut got = vec![f32::NAN; cols];
+            ew::col_sums(&x, cols, &mut got);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{rows}×{cols}");
+        }
+    }
+    ew::col_sums(&[], 0, &mut []);
+}
+
+#[test]
 fn all_finite_and_sum_sq_against_scalar() {
     let mut r = rng(41);
     for n in sizes() {

@@ -312,11 +312,7 @@ impl Matrix {
     pub fn col_sums_into(&self, out: &mut Vec<f32>) {
         out.clear();
         out.resize(self.cols, 0.0);
-        for r in self.data.chunks_exact(self.cols.max(1)) {
-            for (a, b) in out.iter_mut().zip(r) {
-                *a += b;
-            }
-        }
+        iem_simd::elementwise::col_sums(&self.data, self.cols, out);
     }
 
     /// Column means in f64 (`NaN`-free: an empty matrix gives zeros).
