@@ -458,7 +458,7 @@ pub fn col_sums(x: &[f32], cols: usize, out: &mut [f32]) {
     if cols == 0 {
         return;
     }
-    assert!(x.len() % cols == 0, "col_sums: {} elements are not rows of {cols}", x.len());
+    assert!(x.len().is_multiple_of(cols), "col_sums: {} elements are not rows of {cols}", x.len());
     simd::run(ColSumsK { x, cols, out })
 }
 
