@@ -672,6 +672,23 @@ fn all_finite_and_sum_sq_against_scalar() {
         let want: f64 = x.iter().map(|&v| v as f64).sum();
         let got = ew::sum_f64(&x);
         assert!((got - want).abs() <= 1e-12 * n.max(1) as f64, "sum_f64 n = {n}: {got} vs {want}");
+        // The same bits as the portable 8-lane loop, whatever the instruction set, on values
+        // spread over 2^±30 (so that f64 sums round and any change of order shows).
+        let x: Vec<f32> =
+            x.iter().enumerate().map(|(i, v)| v * 2f32.powi((i * 7 % 61) as i32 - 30)).collect();
+        let lanes = |f: fn(f64) -> f64| {
+            let mut a = [0.0f64; 8];
+            let mut it = x.chunks_exact(8);
+            for c in &mut it {
+                for (a, v) in a.iter_mut().zip(c) {
+                    *a += f(*v as f64);
+                }
+            }
+            let tail: f64 = it.remainder().iter().map(|v| f(*v as f64)).sum();
+            ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail
+        };
+        assert_eq!(ew::sum_sq(&x).to_bits(), lanes(|v| v * v).to_bits(), "sum_sq n = {n}");
+        assert_eq!(ew::sum_f64(&x).to_bits(), lanes(|v| v).to_bits(), "sum_f64 n = {n}");
         // Every position and every kind of non-finite value is seen.
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             for pos in [0, n / 2, n.saturating_sub(1)] {

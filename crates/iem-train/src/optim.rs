@@ -3,7 +3,7 @@
 
 use crate::{Model, ParamGrads};
 use iem_simd::Par;
-use iem_simd::elementwise::{AdamStep, adam_update_par, sgd_update};
+use iem_simd::elementwise::{AdamStep, adam_update, all_finite, sgd_update};
 use serde::{Deserialize, Serialize};
 
 /// Which update rule.
@@ -140,7 +140,11 @@ impl Optimizer {
     }
 
     /// [`Optimizer::step`] given the global gradient norm `norm` (the trainer has it
-    /// already), with the Adam loops split over `par` (same result for any thread count).
+    /// already). The updates of all trained parameters run as fixed chunks of [`CHUNK`]
+    /// elements, in one parallel region under `par` (each element's update is independent,
+    /// so the result is the same for any thread count), and each chunk is checked for
+    /// NaN/Inf while it is still in the updating core's cache. Returns whether every updated
+    /// parameter is finite.
     pub(crate) fn apply(
         &mut self,
         model: &mut Model,
@@ -148,7 +152,8 @@ impl Optimizer {
         grads: &mut ParamGrads,
         norm: f32,
         par: Par,
-    ) {
+    ) -> bool {
+        use rayon::prelude::*;
         if let Some(c) = self.cfg.clip_norm
             && norm > c
             && norm > 0.0
@@ -159,36 +164,80 @@ impl Optimizer {
         let lr = self.lr();
         self.t += 1;
         let t = self.t as i32;
-        for (gi, li) in layers.enumerate() {
-            let params = model.layers[li].params_mut();
-            for (pi, p) in params.into_iter().enumerate() {
-                let g = &grads[gi][pi];
-                let (m, v) = (&mut self.m[li][pi], &mut self.v[li][pi]);
-                // Adam adds L2 decay to the gradient; AdamW decays the weights directly.
-                let (beta1, beta2, eps, l2, decoupled) = match self.cfg.method {
-                    Method::Sgd { momentum, weight_decay } => {
-                        sgd_update(lr, momentum, weight_decay, p, g, m);
-                        continue;
-                    }
-                    Method::Adam { beta1, beta2, eps, weight_decay } => {
-                        (beta1, beta2, eps, weight_decay, 0.0)
-                    }
-                    Method::AdamW { beta1, beta2, eps, weight_decay } => {
-                        (beta1, beta2, eps, 0.0, weight_decay)
-                    }
-                };
-                let h = AdamStep {
-                    lr,
-                    beta1,
-                    beta2,
-                    eps,
-                    bias_correction1: 1.0 - beta1.powi(t),
-                    bias_correction2: 1.0 - beta2.powi(t),
-                    l2,
-                    decoupled,
-                };
-                adam_update_par(h, p, g, m, v, par);
+        // Adam adds L2 decay to the gradient; AdamW decays the weights directly.
+        let rule = match self.cfg.method {
+            Method::Sgd { momentum, weight_decay } => Rule::Sgd { lr, momentum, weight_decay },
+            Method::Adam { beta1, beta2, eps, weight_decay } => {
+                Rule::Adam(adam_step(lr, t, beta1, beta2, eps, weight_decay, 0.0))
+            }
+            Method::AdamW { beta1, beta2, eps, weight_decay } => {
+                Rule::Adam(adam_step(lr, t, beta1, beta2, eps, 0.0, weight_decay))
+            }
+        };
+        // (parameter, gradient, first state, second state) chunks of every trained tensor;
+        // SGD keeps its momentum buffer in the first state.
+        let mut jobs = Vec::new();
+        let states = self.m[layers.clone()].iter_mut().zip(self.v[layers.clone()].iter_mut());
+        for ((layer, (ms, vs)), gs) in model.layers[layers].iter_mut().zip(states).zip(grads) {
+            for (((p, g), m), v) in layer.params_mut().into_iter().zip(gs).zip(ms).zip(vs) {
+                let chunks = p.chunks_mut(CHUNK).zip(g.chunks(CHUNK));
+                jobs.extend(chunks.zip(m.chunks_mut(CHUNK)).zip(v.chunks_mut(CHUNK)));
             }
         }
+        let run = |(((p, g), m), v): Job<'_>| {
+            match rule {
+                Rule::Sgd { lr, momentum, weight_decay } => {
+                    sgd_update(lr, momentum, weight_decay, p, g, m)
+                }
+                Rule::Adam(h) => adam_update(h, p, g, m, v),
+            }
+            all_finite(p)
+        };
+        let total: usize = jobs.iter().map(|j| j.0.0.0.len()).sum();
+        if par.degree() > 1 && total > CHUNK {
+            jobs.into_par_iter().map(run).reduce(|| true, |a, b| a && b)
+        } else {
+            // Every chunk is updated (no short circuit on a non-finite one).
+            let mut finite = true;
+            for j in jobs {
+                finite &= run(j);
+            }
+            finite
+        }
+    }
+}
+
+/// Elements per chunk of the parameter updates (a fixed split: results never depend on the
+/// thread count).
+const CHUNK: usize = 32 * 1024;
+
+/// Chunks of (parameter, gradient, first state, second state) of one update.
+type Job<'a> = (((&'a mut [f32], &'a [f32]), &'a mut [f32]), &'a mut [f32]);
+
+/// One step's update rule with its constants.
+#[derive(Clone, Copy)]
+enum Rule {
+    Sgd { lr: f32, momentum: f32, weight_decay: f32 },
+    Adam(AdamStep),
+}
+
+fn adam_step(
+    lr: f32,
+    t: i32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    l2: f32,
+    decoupled: f32,
+) -> AdamStep {
+    AdamStep {
+        lr,
+        beta1,
+        beta2,
+        eps,
+        bias_correction1: 1.0 - beta1.powi(t),
+        bias_correction2: 1.0 - beta2.powi(t),
+        l2,
+        decoupled,
     }
 }

@@ -453,8 +453,8 @@ impl BlockCtx<'_> {
 }
 
 /// One step split into `n_blocks` row blocks (run concurrently when `par` allows), their
-/// parameter gradients summed in block order into `grads`, the zero-sum residuals (max
-/// over rows) into `zs`. Returns the batch-mean loss.
+/// parameter gradients summed in block order into `grads` and their per-layer norms into
+/// `norms`, the zero-sum residuals (max over rows) into `zs`. Returns the batch-mean loss.
 #[allow(clippy::too_many_arguments)]
 fn blocked_step(
     ctx: &BlockCtx<'_>,
@@ -464,6 +464,7 @@ fn blocked_step(
     par: Par,
     blocks: &mut Vec<Block>,
     grads: &mut ParamGrads,
+    norms: &mut Vec<f64>,
     zs: &mut Vec<(usize, f64)>,
 ) -> Result<f64> {
     use rayon::prelude::*;
@@ -485,7 +486,8 @@ fn blocked_step(
     results.into_iter().collect::<Result<Vec<()>>>()?;
     let (first, rest) = blocks.split_first_mut().expect("a batch has at least one row");
     std::mem::swap(grads, &mut first.grads);
-    add_grads(grads, rest.iter().map(|b| &b.grads), par);
+    let others: Vec<&ParamGrads> = rest.iter().map(|b| &b.grads).collect();
+    *norms = sum_blocks(grads, &others, par);
     let total: f64 = blocks.iter().map(|b| b.value).sum();
     zs.clear();
     zs.extend(blocks[0].zs.iter().rev().map(|&(l, _)| {
@@ -504,17 +506,44 @@ fn blocked_step(
     Ok(mean)
 }
 
-/// `dst += src` for each gradient set of `others`, in order; each element's sum runs in that
-/// order whatever the thread count (`axpy` splits over fixed element ranges, and
-/// `1·x + y` rounds as `x + y`).
-fn add_grads<'a>(dst: &mut ParamGrads, others: impl Iterator<Item = &'a ParamGrads>, par: Par) {
-    for o in others {
-        for (dl, ol) in dst.iter_mut().zip(o) {
-            for (d, s) in dl.iter_mut().zip(ol) {
-                iem_simd::elementwise::axpy(1.0, s, d, par);
+/// Elements per chunk of the block-gradient sum (fixed: results never depend on the
+/// thread count).
+const GRAD_CHUNK: usize = 32 * 1024;
+
+/// `dst += o` for each gradient set `o` of `others`, in order, and the norm of each layer's
+/// summed gradient — one parallel region over fixed chunks of every tensor, each chunk's
+/// squares summed while it is in cache. Each element's sum runs in block order (`axpy`
+/// with α = 1 rounds as `x + y`); a layer's norm is the square root of its chunks' sums of
+/// squares added in chunk order.
+fn sum_blocks(dst: &mut ParamGrads, others: &[&ParamGrads], par: Par) -> Vec<f64> {
+    use rayon::prelude::*;
+    let mut jobs = Vec::new();
+    for (l, dl) in dst.iter_mut().enumerate() {
+        for (p, d) in dl.iter_mut().enumerate() {
+            for (ci, dc) in d.chunks_mut(GRAD_CHUNK).enumerate() {
+                let o = ci * GRAD_CHUNK;
+                let srcs: Vec<&[f32]> = others.iter().map(|g| &g[l][p][o..o + dc.len()]).collect();
+                jobs.push((l, dc, srcs));
             }
         }
     }
+    let run = |(l, dc, srcs): (usize, &mut [f32], Vec<&[f32]>)| {
+        for s in srcs {
+            iem_simd::elementwise::axpy(1.0, s, dc, Par::Seq);
+        }
+        (l, sum_sq(dc))
+    };
+    let total: usize = jobs.iter().map(|j| j.1.len()).sum();
+    let parts: Vec<(usize, f64)> = if par.degree() > 1 && total > GRAD_CHUNK {
+        jobs.into_par_iter().map(run).collect()
+    } else {
+        jobs.into_iter().map(run).collect()
+    };
+    let mut norms = vec![0.0f64; dst.len()];
+    for (l, v) in parts {
+        norms[l] += v;
+    }
+    norms.into_iter().map(f64::sqrt).collect()
 }
 
 /// [`main_loss`] of a block of a batch of `batch` rows: the loss summed over the block
@@ -715,6 +744,7 @@ fn train_until(
         let nb = bs.len();
         for idx in bs {
             let mut zs = Vec::new();
+            let mut grad_norms: Vec<f64> = Vec::new();
             let blocks_here = if aux.is_empty() { cfg.row_blocks.min(idx.len()) } else { 1 };
             let value = if blocks_here > 1 {
                 let ctx = BlockCtx { model, base, range: range.clone(), loss, zero_sum: &zero_sum };
@@ -726,6 +756,7 @@ fn train_until(
                     cfg.par,
                     &mut blocks,
                     &mut grads,
+                    &mut grad_norms,
                     &mut zs,
                 )?
             } else {
@@ -772,18 +803,20 @@ fn train_until(
                 for (l, gw) in weight_extra {
                     grads[l - range.start][0].iter_mut().zip(gw).for_each(|(a, b)| *a += b);
                 }
+                // One pass computes the norms; a non-finite norm means a non-finite
+                // gradient, which a second pass then locates.
+                grad_norms =
+                    grads.iter().map(|g| g.iter().map(|p| sum_sq(p)).sum::<f64>().sqrt()).collect();
                 value
             };
-            // One pass computes the norms; a non-finite norm means a non-finite gradient,
-            // which the second pass then locates.
-            let grad_norms: Vec<f64> =
-                grads.iter().map(|g| g.iter().map(|p| sum_sq(p)).sum::<f64>().sqrt()).collect();
             if grad_norms.iter().any(|v| !v.is_finite()) {
                 check_finite_grads(step, range.start, &grads)?;
             }
             let norm = grad_norms.iter().map(|v| v * v).sum::<f64>().sqrt() as f32;
-            opt.apply(model, range.clone(), &mut grads, norm, cfg.par);
-            check_finite_weights(step, model, range.clone())?;
+            let finite = opt.apply(model, range.clone(), &mut grads, norm, cfg.par);
+            if !finite {
+                check_finite_weights(step, model, range.clone())?;
+            }
             obs.on_step(&StepInfo { step, epoch, loss: value, grad_norms, zero_sum: zs });
             total += value;
             step += 1;

@@ -623,8 +623,27 @@ fn row_blocks_are_deterministic_and_checked() {
         w.set(1, 0, f32::INFINITY);
     }
     let cfg = TrainConfig { row_blocks: 2, ..TrainConfig::default() };
-    match train::end_to_end(&mut m, &x, &Loss::CrossEntropy(y), &[], &cfg, &mut ()) {
+    match train::end_to_end(&mut m, &x, &Loss::CrossEntropy(y.clone()), &[], &cfg, &mut ()) {
         Err(TrainError::NonFinite { step: 0, layer: Some(0), quantity: "activation" }) => {}
         other => panic!("expected a non-finite activation at step 0, layer 0, got {other:?}"),
+    }
+    // Weights made non-finite by the update (here an infinite learning rate) are named with
+    // their layer (the check runs inside the update's chunks), on 1 or 2 threads alike.
+    for (threads, par) in [(1, Par::Seq), (2, Par::Rayon(2))] {
+        let mut m = Model::mlp(&[2, 4, 3], &[Activation::Relu], Init::PytorchDefault, 1).unwrap();
+        let cfg = TrainConfig {
+            epochs: 1,
+            optim: OptimConfig::sgd(f32::INFINITY, 0.0),
+            row_blocks: 2,
+            par,
+            ..TrainConfig::default()
+        };
+        let r = pool(threads).install(|| {
+            train::end_to_end(&mut m, &x, &Loss::CrossEntropy(y.clone()), &[], &cfg, &mut ())
+        });
+        match r {
+            Err(TrainError::NonFinite { layer: Some(_), quantity: "weight", .. }) => {}
+            other => panic!("expected a non-finite weight, got {other:?}"),
+        }
     }
 }
