@@ -236,25 +236,31 @@ fn err_loss(e: impl std::fmt::Display) -> TrainError {
 
 /// Value and gradient of the main loss on the batch output.
 fn main_loss(loss: &Loss, out: &Matrix, idx: &[usize]) -> Result<(f64, Matrix)> {
+    let (v, g) = loss_terms(loss, out, idx, Reduction::Mean)?;
+    Ok((v, Matrix::from_vec(out.rows(), out.cols(), g).map_err(err_loss)?))
+}
+
+/// Value and gradient (flat, row-major) of the main loss on the rows `idx` of the data,
+/// whose model outputs are `out`, reduced by `red`.
+fn loss_terms(loss: &Loss, out: &Matrix, idx: &[usize], red: Reduction) -> Result<(f64, Vec<f32>)> {
     let (n, c) = out.shape();
-    let (v, g) = match loss {
+    Ok(match loss {
         Loss::CrossEntropy(labels) => {
             let y: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
-            let o = cross_entropy(out.as_slice(), &y, c, Reduction::Mean).map_err(err_loss)?;
+            let o = cross_entropy(out.as_slice(), &y, c, red).map_err(err_loss)?;
             (o.value, o.grad)
         }
         Loss::Mse(t) => {
             let tb = t.select_rows(idx);
-            let o = mse(out.as_slice(), tb.as_slice(), c, Reduction::Mean).map_err(err_loss)?;
+            let o = mse(out.as_slice(), tb.as_slice(), c, red).map_err(err_loss)?;
             (o.value, o.grad)
         }
         Loss::Lse => {
-            let o = lse_loss(out.as_slice(), c, Reduction::Mean).map_err(err_loss)?;
+            let o = lse_loss(out.as_slice(), c, red).map_err(err_loss)?;
             (o.value, o.grad)
         }
         Loss::Zero => (0.0, vec![0.0; n * c]),
-    };
-    Ok((v, Matrix::from_vec(n, c, g).map_err(err_loss)?))
+    })
 }
 
 /// Value and gradient (with respect to the layer output `a`) of an auxiliary objective on
@@ -550,23 +556,7 @@ fn sum_blocks(dst: &mut ParamGrads, others: &[&ParamGrads], par: Par) -> Vec<f64
 /// and its gradient scaled by `1/batch`, subnormals flushed (as the losses' own mean does).
 fn block_loss(loss: &Loss, out: &Matrix, idx: &[usize], batch: usize) -> Result<(f64, Matrix)> {
     let (n, c) = out.shape();
-    let (v, mut g) = match loss {
-        Loss::CrossEntropy(labels) => {
-            let y: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
-            let o = cross_entropy(out.as_slice(), &y, c, Reduction::Sum).map_err(err_loss)?;
-            (o.value, o.grad)
-        }
-        Loss::Mse(t) => {
-            let tb = t.select_rows(idx);
-            let o = mse(out.as_slice(), tb.as_slice(), c, Reduction::Sum).map_err(err_loss)?;
-            (o.value, o.grad)
-        }
-        Loss::Lse => {
-            let o = lse_loss(out.as_slice(), c, Reduction::Sum).map_err(err_loss)?;
-            (o.value, o.grad)
-        }
-        Loss::Zero => (0.0, vec![0.0; n * c]),
-    };
+    let (v, mut g) = loss_terms(loss, out, idx, Reduction::Sum)?;
     let scale = (1.0 / batch as f64) as f32;
     for v in &mut g {
         let x = *v * scale;
