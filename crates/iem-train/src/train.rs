@@ -131,8 +131,9 @@ pub struct TrainConfig {
     /// smaller) whose forward and backward passes run concurrently, each block's gradients
     /// summed in block order (data parallelism inside one step). The numbers depend on this
     /// setting, never on the thread count; `1` (the default) sends the whole batch through
-    /// each layer, with the kernels parallel inside. On a machine with `n` cores, `n` blocks
-    /// usually train fastest (one parallel region per step instead of one per kernel).
+    /// each layer, with the kernels parallel inside. One block per core is the natural
+    /// choice: one parallel region per step instead of one per kernel (on 2 cores, 2 blocks
+    /// made an MNIST-size step about 1.3× faster; see the crate's `BENCHMARKS.md`).
     /// Steps with auxiliary objectives (greedy stages, volume controls) couple the rows of
     /// a batch and always run as one block.
     #[serde(default = "one")]
