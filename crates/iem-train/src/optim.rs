@@ -207,9 +207,9 @@ impl Optimizer {
     }
 }
 
-/// Elements per chunk of the parameter updates (a fixed split: results never depend on the
-/// thread count).
-const CHUNK: usize = 32 * 1024;
+/// Elements per chunk of the parameter updates and of the trainer's block-gradient sum (a
+/// fixed split: results never depend on the thread count).
+pub(crate) const CHUNK: usize = 32 * 1024;
 
 /// Chunks of (parameter, gradient, first state, second state) of one update.
 type Job<'a> = (((&'a mut [f32], &'a [f32]), &'a mut [f32]), &'a mut [f32]);

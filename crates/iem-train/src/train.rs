@@ -1,6 +1,6 @@
 //! Trainers: end-to-end (approach 2), greedy layer-wise (approach 1), and fine-tuning.
 
-use crate::optim::{OptimConfig, Optimizer};
+use crate::optim::{CHUNK, OptimConfig, Optimizer};
 use crate::{Backward, Model, ParamGrads, Result, Trace, TrainError};
 use iem_losses::loss::{Reduction, cross_entropy, lse_loss, mse, soft_cross_entropy};
 use iem_losses::volume::{self, VolumeControl};
@@ -411,7 +411,7 @@ struct Block {
 impl Default for Block {
     fn default() -> Self {
         Block {
-            trace: Trace::default(),
+            trace: Trace { values: vec![Matrix::zeros(0, 0)], caches: Vec::new() },
             g: Matrix::zeros(0, 0),
             spare: Matrix::zeros(0, 0),
             grads: ParamGrads::new(),
@@ -442,9 +442,6 @@ impl BlockCtx<'_> {
         par: Par,
     ) -> Result<()> {
         let Block { trace, g, spare, grads, zs, value } = blk;
-        if trace.values.is_empty() {
-            trace.values.push(Matrix::zeros(0, 0));
-        }
         self.base.select_rows_into(rows, &mut trace.values[0]);
         self.model.forward_trace(trace, self.range.start, self.range.end, par)?;
         check_finite_values(step, self.range.start, trace)?;
@@ -513,10 +510,6 @@ fn blocked_step(
     Ok(mean)
 }
 
-/// Elements per chunk of the block-gradient sum (fixed: results never depend on the
-/// thread count).
-const GRAD_CHUNK: usize = 32 * 1024;
-
 /// `dst += o` for each gradient set `o` of `others`, in order, and the norm of each layer's
 /// summed gradient — one parallel region over fixed chunks of every tensor, each chunk's
 /// squares summed while it is in cache. Each element's sum runs in block order (`axpy`
@@ -527,8 +520,8 @@ fn sum_blocks(dst: &mut ParamGrads, others: &[&ParamGrads], par: Par) -> Vec<f64
     let mut jobs = Vec::new();
     for (l, dl) in dst.iter_mut().enumerate() {
         for (p, d) in dl.iter_mut().enumerate() {
-            for (ci, dc) in d.chunks_mut(GRAD_CHUNK).enumerate() {
-                let o = ci * GRAD_CHUNK;
+            for (ci, dc) in d.chunks_mut(CHUNK).enumerate() {
+                let o = ci * CHUNK;
                 let srcs: Vec<&[f32]> = others.iter().map(|g| &g[l][p][o..o + dc.len()]).collect();
                 jobs.push((l, dc, srcs));
             }
@@ -541,7 +534,7 @@ fn sum_blocks(dst: &mut ParamGrads, others: &[&ParamGrads], par: Par) -> Vec<f64
         (l, sum_sq(dc))
     };
     let total: usize = jobs.iter().map(|j| j.1.len()).sum();
-    let parts: Vec<(usize, f64)> = if par.degree() > 1 && total > GRAD_CHUNK {
+    let parts: Vec<(usize, f64)> = if par.degree() > 1 && total > CHUNK {
         jobs.into_par_iter().map(run).collect()
     } else {
         jobs.into_iter().map(run).collect()
