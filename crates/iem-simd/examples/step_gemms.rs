@@ -1,5 +1,6 @@
 //! Times the GEMMs of one training step of the MNIST-size model (784→256→256→10, batch
-//! 256) or, with argument `2d`, of the 2-D model (2→64→64→4, batch 256).
+//! 256), with argument `block` of one of its two row blocks (128 rows), or with argument `2d`
+//! of the 2-D model (2→64→64→4, batch 256).
 use iem_simd::{Gemm, Par};
 use std::time::Instant;
 
@@ -38,7 +39,22 @@ fn main() {
         ("dx3 nn", 'm', 256, 4, 64),
         ("dx2 nn", 'm', 256, 64, 64),
     ];
-    let shapes = if std::env::args().nth(1).as_deref() == Some("2d") { two_d } else { mnist };
+    // One of two row blocks of the MNIST-size step (what `row_blocks = 2` runs per block).
+    let block = [
+        ("fwd1 nt", 'n', 128, 784, 256),
+        ("fwd2 nt", 'n', 128, 256, 256),
+        ("fwd3 nt", 'n', 128, 256, 10),
+        ("dW1 tn", 't', 256, 128, 784),
+        ("dW2 tn", 't', 256, 128, 256),
+        ("dW3 tn", 't', 10, 128, 256),
+        ("dx3 nn", 'm', 128, 10, 256),
+        ("dx2 nn", 'm', 128, 256, 256),
+    ];
+    let shapes = match std::env::args().nth(1).as_deref() {
+        Some("2d") => two_d,
+        Some("block") => block,
+        _ => mnist,
+    };
 
     let mut tot = [0.0; 2];
     for (label, kind, m, k, n) in shapes {
