@@ -87,6 +87,55 @@ impl OptimConfig {
             clip_norm: None,
         }
     }
+
+    /// Checks the ranges PyTorch's optimisers accept: a finite `lr ≥ 0`, finite momentum and
+    /// weight decay `≥ 0`, `0 ≤ β₁, β₂ < 1`, a finite `ε ≥ 0`, and a finite clipping norm
+    /// `> 0`. The trainers call it before the first step, so that a bad value is a
+    /// [`TrainError::Config`](crate::TrainError::Config) naming the field rather than
+    /// NaN weights a step later.
+    ///
+    /// ```
+    /// use iem_train::optim::OptimConfig;
+    /// assert!(OptimConfig::adam(1e-3).validate().is_ok());
+    /// let err = OptimConfig::adam(f32::NAN).validate().unwrap_err();
+    /// assert!(err.contains("lr"), "{err}");
+    /// ```
+    pub fn validate(&self) -> Result<(), String> {
+        let finite_nonneg = |name: &str, v: f32| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{name} must be a finite number ≥ 0, got {v}"))
+            }
+        };
+        let beta = |name: &str, v: f32| {
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{name} must be in [0, 1), got {v}"))
+            }
+        };
+        finite_nonneg("lr", self.lr)?;
+        match self.method {
+            Method::Sgd { momentum, weight_decay } => {
+                finite_nonneg("momentum", momentum)?;
+                finite_nonneg("weight_decay", weight_decay)?;
+            }
+            Method::Adam { beta1, beta2, eps, weight_decay }
+            | Method::AdamW { beta1, beta2, eps, weight_decay } => {
+                beta("beta1", beta1)?;
+                beta("beta2", beta2)?;
+                finite_nonneg("eps", eps)?;
+                finite_nonneg("weight_decay", weight_decay)?;
+            }
+        }
+        match self.clip_norm {
+            Some(c) if !(c.is_finite() && c > 0.0) => {
+                Err(format!("clip_norm must be a finite number > 0, got {c}"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Optimiser state for one model.

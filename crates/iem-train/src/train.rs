@@ -701,6 +701,7 @@ fn train_until(
     if cfg.row_blocks == 0 {
         return Err(TrainError::Config("row_blocks must be at least 1".into()));
     }
+    cfg.optim.validate().map_err(|e| TrainError::Config(format!("optimiser: {e}")))?;
     let steps_per_epoch = if cfg.batch == 0 { 1 } else { n.div_ceil(cfg.batch) };
     let mut opt = Optimizer::new(cfg.optim, model, cfg.epochs * steps_per_epoch);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);

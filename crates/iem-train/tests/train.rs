@@ -8,7 +8,7 @@ use iem_losses::volume::VolumeControl;
 use iem_simd::Par;
 use iem_tensor::Matrix;
 use iem_train::checkpoint::{self, CheckpointError};
-use iem_train::optim::OptimConfig;
+use iem_train::optim::{Method, OptimConfig};
 use iem_train::train::{
     self, AlarmAction, Alarms, Aux, AuxKind, Convergence, Loss, Recorder, Stage, TrainConfig,
 };
@@ -627,13 +627,16 @@ fn row_blocks_are_deterministic_and_checked() {
         Err(TrainError::NonFinite { step: 0, layer: Some(0), quantity: "activation" }) => {}
         other => panic!("expected a non-finite activation at step 0, layer 0, got {other:?}"),
     }
-    // Weights made non-finite by the update (here an infinite learning rate) are named with
-    // their layer (the check runs inside the update's chunks), on 1 or 2 threads alike.
+    // Weights made non-finite by the update (here the largest finite learning rate on
+    // inputs of magnitude 1e3, so that lr · gradient overflows) are named with their layer
+    // (the check runs inside the update's chunks), on 1 or 2 threads alike.
+    let x = Matrix::from_vec(x.rows(), x.cols(), x.as_slice().iter().map(|v| v * 1e3).collect())
+        .unwrap();
     for (threads, par) in [(1, Par::Seq), (2, Par::Rayon(2))] {
         let mut m = Model::mlp(&[2, 4, 3], &[Activation::Relu], Init::PytorchDefault, 1).unwrap();
         let cfg = TrainConfig {
             epochs: 1,
-            optim: OptimConfig::sgd(f32::INFINITY, 0.0),
+            optim: OptimConfig::sgd(f32::MAX, 0.0),
             row_blocks: 2,
             par,
             ..TrainConfig::default()
@@ -645,5 +648,47 @@ fn row_blocks_are_deterministic_and_checked() {
             Err(TrainError::NonFinite { layer: Some(_), quantity: "weight", .. }) => {}
             other => panic!("expected a non-finite weight, got {other:?}"),
         }
+    }
+}
+
+#[test]
+fn invalid_optimiser_settings_are_config_errors() {
+    let (x, y) = toy(40, 3);
+    let adam = OptimConfig::adam(1e-3);
+    let with = |method| OptimConfig { method, ..adam };
+    let cases: Vec<(OptimConfig, &str)> = vec![
+        (OptimConfig::adam(f32::NAN), "lr"),
+        (OptimConfig::adam(-1e-3), "lr"),
+        (OptimConfig::sgd(f32::INFINITY, 0.0), "lr"),
+        (OptimConfig::sgd(0.1, -0.9), "momentum"),
+        (with(Method::Sgd { momentum: 0.9, weight_decay: f32::NAN }), "weight_decay"),
+        (with(Method::Adam { beta1: 1.0, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }), "beta1"),
+        (with(Method::AdamW { beta1: 0.9, beta2: -0.1, eps: 1e-8, weight_decay: 0.0 }), "beta2"),
+        (with(Method::Adam { beta1: 0.9, beta2: 0.999, eps: f32::NAN, weight_decay: 0.0 }), "eps"),
+        (
+            with(Method::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: -1.0 }),
+            "weight_decay",
+        ),
+        (OptimConfig { clip_norm: Some(0.0), ..adam }, "clip_norm"),
+        (OptimConfig { clip_norm: Some(f32::INFINITY), ..adam }, "clip_norm"),
+    ];
+    for (optim, field) in cases {
+        let mut m = Model::mlp(&[2, 4, 3], &[Activation::Relu], Init::PytorchDefault, 1).unwrap();
+        let before = m.clone();
+        let cfg = TrainConfig { epochs: 1, optim, ..TrainConfig::default() };
+        match train::end_to_end(&mut m, &x, &Loss::CrossEntropy(y.clone()), &[], &cfg, &mut ()) {
+            Err(TrainError::Config(msg)) => assert!(msg.contains(field), "{field}: {msg}"),
+            other => panic!("{optim:?}: expected a Config error naming {field}, got {other:?}"),
+        }
+        assert_eq!(m, before, "a rejected configuration must not touch the model");
+    }
+    // The accepted edges: lr 0, momentum 0, β = 0, ε = 0, and PyTorch's defaults.
+    for optim in [
+        OptimConfig::adam(0.0),
+        OptimConfig::sgd(0.1, 0.0),
+        with(Method::Adam { beta1: 0.0, beta2: 0.0, eps: 0.0, weight_decay: 0.0 }),
+        OptimConfig { clip_norm: Some(1.0), ..adam },
+    ] {
+        assert_eq!(optim.validate(), Ok(()), "{optim:?}");
     }
 }
