@@ -585,3 +585,150 @@ pub fn gemm_reference(g: &Gemm<'_>, c: &mut [f64]) {
         }
     }
 }
+
+/// Output rows per task of [`transpose`] times the row length, in elements.
+const TRANSPOSE_CHUNK: usize = 1 << 15;
+
+/// `dst = srcᵀ` for a row-major `rows × cols` matrix `src` (`dst` is `cols × rows`).
+///
+/// A layer computes `X·Wᵀ` as an `nt` product, whose large-shape path transposes `W`
+/// into its packing buffer on every call; a trainer that keeps `Wᵀ` runs it as `nn`, which
+/// only copies (`iem-train` does so with row blocks). On AVX-512, 16 × 16 blocks are
+/// transposed in registers.
+///
+/// Output rows are split into fixed chunks over threads; the result is a copy, so it is the
+/// same for any [`Par`].
+///
+/// # Panics
+/// If `src` or `dst` does not hold `rows · cols` elements.
+///
+/// # Examples
+/// ```
+/// use iem_simd::{gemm::transpose, Par};
+/// let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // 2 × 3
+/// let mut t = [0.0; 6];
+/// transpose(&a, 2, 3, &mut t, Par::Seq);
+/// assert_eq!(t, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]); // 3 × 2
+/// ```
+pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32], par: Par) {
+    assert_eq!(
+        src.len(),
+        rows * cols,
+        "transpose: src has {} elements, not {rows}×{cols}",
+        src.len()
+    );
+    assert_eq!(
+        dst.len(),
+        rows * cols,
+        "transpose: dst has {} elements, not {cols}×{rows}",
+        dst.len()
+    );
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let isa = Isa::current();
+    // Whole 16-row groups per task (the AVX-512 path transposes 16 × 16 blocks).
+    let per_task = ((TRANSPOSE_CHUNK / rows) / 16 * 16).max(16) * rows;
+    let body = |(i, out): (usize, &mut [f32])| {
+        transpose_rows(isa, src, rows, cols, i * (per_task / rows), out)
+    };
+    if par.degree() > 1 && dst.len() > per_task {
+        dst.par_chunks_mut(per_task).enumerate().for_each(body);
+    } else {
+        dst.chunks_mut(per_task).enumerate().for_each(body);
+    }
+}
+
+/// Rows `p0..p0 + out.len() / rows` of `srcᵀ` into `out`.
+fn transpose_rows(isa: Isa, src: &[f32], rows: usize, cols: usize, p0: usize, out: &mut [f32]) {
+    let np = out.len() / rows;
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && cols <= (i32::MAX as usize) / 16 {
+        // SAFETY: AVX-512 is available (`isa` is the running one); the bounds are the
+        // function's contract, checked by `transpose`.
+        unsafe { transpose_rows_avx512(src, rows, cols, p0, out) };
+        return;
+    }
+    let _ = isa;
+    // 16 source rows at a time: 16 sequential read streams, contiguous writes.
+    for j0 in (0..rows).step_by(16) {
+        let je = (j0 + 16).min(rows);
+        for p in 0..np {
+            for j in j0..je {
+                out[p * rows + j] = src[j * cols + p0 + p];
+            }
+        }
+    }
+}
+
+/// [`transpose_rows`] on AVX-512: 16 × 16 blocks transposed in registers, the ragged
+/// edges element by element.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_rows_avx512(src: &[f32], rows: usize, cols: usize, p0: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let np = out.len() / rows;
+    assert!(p0 + np <= cols && src.len() == rows * cols && out.len() == np * rows);
+    let (full_j, full_p) = (rows / 16 * 16, np / 16 * 16);
+    for pb in (0..full_p).step_by(16) {
+        for j0 in (0..full_j).step_by(16) {
+            let mut r = [_mm512_setzero_ps(); 16];
+            for (i, v) in r.iter_mut().enumerate() {
+                // SAFETY: row j0 + i < rows, columns p0 + pb .. + 16 ≤ p0 + np ≤ cols.
+                *v = unsafe { _mm512_loadu_ps(src.as_ptr().add((j0 + i) * cols + p0 + pb)) };
+            }
+            let t = transpose16(r);
+            for (i, v) in t.into_iter().enumerate() {
+                // SAFETY: output row pb + i < np, columns j0 .. j0 + 16 ≤ rows.
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add((pb + i) * rows + j0), v) };
+            }
+        }
+    }
+    // The ragged edges: output rows past full_p for every column, and columns past full_j.
+    for p in 0..np {
+        let js = if p < full_p { full_j } else { 0 };
+        for j in js..rows {
+            out[p * rows + j] = src[j * cols + p0 + p];
+        }
+    }
+}
+
+/// Transposes the 16 × 16 block held in `r` (row i in `r[i]`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
+    use std::arch::x86_64::*;
+    // Interleave pairs of rows, then pairs of pairs, then 128-bit lanes twice.
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    let mut u = [_mm512_setzero_ps(); 16];
+    for i in 0..4 {
+        let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+        let lo = |x: __m512, y: __m512| {
+            _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(x), _mm512_castps_pd(y)))
+        };
+        let hi = |x: __m512, y: __m512| {
+            _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(x), _mm512_castps_pd(y)))
+        };
+        u[4 * i] = lo(a, c);
+        u[4 * i + 1] = hi(a, c);
+        u[4 * i + 2] = lo(b, d);
+        u[4 * i + 3] = hi(b, d);
+    }
+    let mut v = [_mm512_setzero_ps(); 16];
+    for h in 0..2 {
+        for i in 0..4 {
+            v[8 * h + i] = _mm512_shuffle_f32x4::<0x88>(u[8 * h + i], u[8 * h + 4 + i]);
+            v[8 * h + 4 + i] = _mm512_shuffle_f32x4::<0xdd>(u[8 * h + i], u[8 * h + 4 + i]);
+        }
+    }
+    let mut o = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        o[i] = _mm512_shuffle_f32x4::<0x88>(v[i], v[8 + i]);
+        o[8 + i] = _mm512_shuffle_f32x4::<0xdd>(v[i], v[8 + i]);
+    }
+    o
+}

@@ -407,6 +407,40 @@ fn gemm_packed_shapes() {
 }
 
 #[test]
+fn transpose_against_the_index_rule() {
+    let mut r = rng(47);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let dims = [0usize, 1, 2, 15, 16, 17, 31, 33, 48, 257];
+    for &rows in &dims {
+        for &cols in &dims {
+            let a = randv(&mut r, rows * cols, -3.0, 3.0);
+            let mut want = vec![0.0f32; rows * cols];
+            for i in 0..rows {
+                for j in 0..cols {
+                    want[j * rows + i] = a[i * cols + j];
+                }
+            }
+            let mut got = vec![f32::NAN; rows * cols];
+            iem_simd::gemm::transpose(&a, rows, cols, &mut got, Par::Seq);
+            assert_eq!(got, want, "{rows}×{cols} under {}", Isa::current());
+            let mut got2 = vec![f32::NAN; rows * cols];
+            pool.install(|| iem_simd::gemm::transpose(&a, rows, cols, &mut got2, Par::Rayon(2)));
+            assert_eq!(got2, want, "{rows}×{cols}, 2 threads");
+        }
+    }
+    // Larger than one task's chunk, so that the split over threads is exercised.
+    let (rows, cols) = (300, 785);
+    let a = randv(&mut r, rows * cols, -3.0, 3.0);
+    let mut got = vec![0.0f32; rows * cols];
+    pool.install(|| iem_simd::gemm::transpose(&a, rows, cols, &mut got, Par::Rayon(2)));
+    for i in 0..rows {
+        for j in 0..cols {
+            assert_eq!(got[j * rows + i], a[i * cols + j], "({i}, {j})");
+        }
+    }
+}
+
+#[test]
 fn gemm_beta_zero_ignores_nan() {
     let a = [1.0f32; 6];
     let b = [1.0f32; 6];

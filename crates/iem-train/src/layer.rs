@@ -268,6 +268,21 @@ impl Layer {
         cache: &mut Cache,
         par: Par,
     ) -> Result<()> {
+        self.forward_into_t(index, x, out, cache, None, par)
+    }
+
+    /// [`Layer::forward_into`] given, for a linear layer, `wt = Wᵀ` (`in × out`, the
+    /// trainer's layout with row blocks, see `TrainConfig::row_blocks`): `X·Wᵀ` then runs
+    /// as the product `X·wt`, whose large-shape path copies `wt` instead of transposing `W`.
+    pub(crate) fn forward_into_t(
+        &self,
+        index: usize,
+        x: &Matrix,
+        out: &mut Matrix,
+        cache: &mut Cache,
+        wt: Option<&Matrix>,
+        par: Par,
+    ) -> Result<()> {
         if x.cols() != self.input_width() {
             return Err(TrainError::Shape {
                 layer: index,
@@ -283,9 +298,11 @@ impl Layer {
         match self {
             Layer::Linear { w, b } => {
                 out.resize(n, w.rows());
-                Gemm::nt(n, w.cols(), w.rows(), x.as_slice(), w.as_slice())
-                    .with_bias(b)
-                    .run(out.as_mut_slice(), par);
+                let g = match wt {
+                    Some(t) => Gemm::nn(n, w.cols(), w.rows(), x.as_slice(), t.as_slice()),
+                    None => Gemm::nt(n, w.cols(), w.rows(), x.as_slice(), w.as_slice()),
+                };
+                g.with_bias(b).run(out.as_mut_slice(), par);
                 *cache = Cache::None;
                 Ok(())
             }
@@ -358,7 +375,7 @@ impl Layer {
         let empty = Matrix::zeros(0, 0);
         let y = if let Cache::Act(f) = cache { &f.out } else { &empty };
         let (mut dx, mut pg) = (Matrix::zeros(0, 0), Vec::new());
-        self.backward_into(index, x, y, cache, g, &mut dx, &mut pg, true, par)?;
+        self.backward_into(index, x, y, cache, g, &mut dx, &mut pg, true, None, par)?;
         Ok((dx, pg))
     }
 
@@ -366,7 +383,9 @@ impl Layer {
     /// activations). `∂L/∂x` goes to `dx`, or is skipped (`dx` left `0 × 0`) when `need_dx`
     /// is false — the first trained layer, whose input is data or frozen: linear layers then
     /// skip their largest product; other kinds compute it anyway. Linear layers and
-    /// activations allocate nothing once the shapes are stable.
+    /// activations allocate nothing once the shapes are stable. `wt` as for
+    /// [`Layer::forward_into_t`]: given `Wᵀ`, a linear layer writes its weight gradient in
+    /// that layout too (`Xᵀ·G`, `in × out`) and computes `∂L/∂x = G·W` from it.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_into(
         &self,
@@ -378,6 +397,7 @@ impl Layer {
         dx: &mut Matrix,
         pg: &mut Vec<Vec<f32>>,
         need_dx: bool,
+        wt: Option<&Matrix>,
         par: Par,
     ) -> Result<()> {
         let n = x.rows();
@@ -386,11 +406,20 @@ impl Layer {
                 let (o, i) = w.shape();
                 pg.resize_with(2, Vec::new);
                 pg[0].resize(o * i, 0.0);
-                Gemm::tn(o, n, i, g.as_slice(), x.as_slice()).run(&mut pg[0], par);
+                // With `wt` the weight gradient is produced in its layout too (`Xᵀ·G`).
+                match wt {
+                    Some(_) => Gemm::tn(i, n, o, x.as_slice(), g.as_slice()),
+                    None => Gemm::tn(o, n, i, g.as_slice(), x.as_slice()),
+                }
+                .run(&mut pg[0], par);
                 g.col_sums_into(&mut pg[1]);
                 if need_dx {
                     dx.resize(n, i);
-                    Gemm::nn(n, o, i, g.as_slice(), w.as_slice()).run(dx.as_mut_slice(), par);
+                    match wt {
+                        Some(t) => Gemm::nt(n, o, i, g.as_slice(), t.as_slice()),
+                        None => Gemm::nn(n, o, i, g.as_slice(), w.as_slice()),
+                    }
+                    .run(dx.as_mut_slice(), par);
                 } else {
                     dx.resize(0, 0);
                 }

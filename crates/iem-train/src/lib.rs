@@ -278,17 +278,20 @@ impl Model {
         par: Par,
     ) -> Result<Trace> {
         let mut t = Trace { values: vec![x], caches: Vec::new() };
-        self.forward_trace(&mut t, from, to, par)?;
+        self.forward_trace(&mut t, from, to, &[], par)?;
         Ok(t)
     }
 
     /// Forward pass through layers `from..to` from `t.values[0]`, reusing the buffers the
-    /// trace already holds (a training loop keeps one trace for the whole run).
+    /// trace already holds (a training loop keeps one trace for the whole run). `wt[i]`,
+    /// when present, is the transposed weight matrix of linear layer `from + i` (see
+    /// [`Layer::forward_into_t`]); `wt` may be empty.
     pub(crate) fn forward_trace(
         &self,
         t: &mut Trace,
         from: usize,
         to: usize,
+        wt: &[Option<Matrix>],
         par: Par,
     ) -> Result<()> {
         let n = to.saturating_sub(from);
@@ -297,7 +300,8 @@ impl Model {
         for i in 0..n {
             let (done, rest) = t.values.split_at_mut(i + 1);
             let l = from + i;
-            self.layers[l].forward_into(l, &done[i], &mut rest[0], &mut t.caches[i], par)?;
+            let w = wt.get(i).and_then(Option::as_ref);
+            self.layers[l].forward_into_t(l, &done[i], &mut rest[0], &mut t.caches[i], w, par)?;
         }
         Ok(())
     }
@@ -333,7 +337,7 @@ impl Model {
         let mut input_grads = vec![Matrix::zeros(0, 0); n];
         let (mut g, mut spare, mut grads) = (g, Matrix::zeros(0, 0), ParamGrads::new());
         let bufs = Backward { g: &mut g, spare: &mut spare, grads: &mut grads };
-        self.backward_trace(trace, from, bufs, extra, par, true, |i, dx| {
+        self.backward_trace(trace, from, bufs, extra, &[], par, true, |i, dx| {
             input_grads[i] = dx.clone();
         })?;
         Ok((grads, input_grads))
@@ -343,7 +347,9 @@ impl Model {
     /// and `bufs.spare` are overwritten), `bufs.grads` receives the parameter gradients,
     /// and `on_dx(i, dx)` sees each layer's input gradient as it is computed. `first_dx`:
     /// compute the first layer's input gradient (training skips it when that layer is
-    /// linear: its input is data or a frozen layer's output).
+    /// linear: its input is data or a frozen layer's output). `wt` as for
+    /// [`Model::forward_trace`]: a linear layer given `Wᵀ` also returns its weight gradient
+    /// transposed.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_trace(
         &self,
@@ -351,6 +357,7 @@ impl Model {
         from: usize,
         bufs: Backward<'_>,
         extra: &[(usize, Matrix)],
+        wt: &[Option<Matrix>],
         par: Par,
         first_dx: bool,
         mut on_dx: impl FnMut(usize, &Matrix),
@@ -377,6 +384,7 @@ impl Model {
                 spare,
                 &mut grads[i],
                 need_dx,
+                wt.get(i).and_then(Option::as_ref),
                 par,
             )?;
             on_dx(i, spare);

@@ -184,7 +184,7 @@ impl Optimizer {
         let norm =
             grads.iter().flatten().map(|g| iem_simd::elementwise::sum_sq(g)).sum::<f64>().sqrt()
                 as f32;
-        self.apply(model, layers, grads, norm, Par::Seq);
+        self.apply(model, layers, grads, norm, &mut [], Par::Seq);
         norm
     }
 
@@ -193,13 +193,17 @@ impl Optimizer {
     /// elements, in one parallel region under `par` (each element's update is independent,
     /// so the result is the same for any thread count), and each chunk is checked for
     /// NaN/Inf while it is still in the updating core's cache. Returns whether every updated
-    /// parameter is finite.
+    /// parameter is finite. `wt[i]`, when present, stands for the weight matrix of linear
+    /// layer `layers.start + i` (the trainer's transposed copy, updated instead of `W`,
+    /// with its gradient and this optimiser's state in the same layout: each element's
+    /// update is independent of the layout).
     pub(crate) fn apply(
         &mut self,
         model: &mut Model,
         layers: std::ops::Range<usize>,
         grads: &mut ParamGrads,
         norm: f32,
+        wt: &mut [Option<iem_tensor::Matrix>],
         par: Par,
     ) -> bool {
         use rayon::prelude::*;
@@ -227,8 +231,13 @@ impl Optimizer {
         // SGD keeps its momentum buffer in the first state.
         let mut jobs = Vec::new();
         let states = self.m[layers.clone()].iter_mut().zip(self.v[layers.clone()].iter_mut());
+        let mut wt = wt.iter_mut();
         for ((layer, (ms, vs)), gs) in model.layers[layers].iter_mut().zip(states).zip(grads) {
-            for (((p, g), m), v) in layer.params_mut().into_iter().zip(gs).zip(ms).zip(vs) {
+            let mut params = layer.params_mut();
+            if let Some(Some(t)) = wt.next() {
+                params[0] = t.as_mut_slice();
+            }
+            for (((p, g), m), v) in params.into_iter().zip(gs).zip(ms).zip(vs) {
                 let chunks = p.chunks_mut(CHUNK).zip(g.chunks(CHUNK));
                 jobs.extend(chunks.zip(m.chunks_mut(CHUNK)).zip(v.chunks_mut(CHUNK)));
             }

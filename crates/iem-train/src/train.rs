@@ -133,7 +133,11 @@ pub struct TrainConfig {
     /// setting, never on the thread count; `1` (the default) sends the whole batch through
     /// each layer, with the kernels parallel inside. One block per core is the natural
     /// choice: one parallel region per step instead of one per kernel (on 2 cores, 2 blocks
-    /// made an MNIST-size step about 1.3× faster; see the crate's `BENCHMARKS.md`).
+    /// made an MNIST-size step about 1.3× faster; see the crate's `BENCHMARKS.md`). With
+    /// more than one block the trainer also keeps the linear layers' weights transposed
+    /// while it runs (the layout its GEMMs read fastest) and writes them back into the model
+    /// after every epoch for an observer that [wants the model](Observer::wants_model), and
+    /// when the run ends, however it ends.
     /// Steps with auxiliary objectives (greedy stages, volume controls) couple the rows of
     /// a batch and always run as one block.
     #[serde(default = "one")]
@@ -186,9 +190,20 @@ pub trait Observer {
     /// Called after every epoch (after [`Observer::on_epoch`]) with the model as it is
     /// then, for measurements over training.
     fn on_model(&mut self, _epoch: usize, _model: &Model) {}
+    /// Whether [`Observer::on_model`] reads the model (default `true`). With row blocks
+    /// the trainer works on its own transposed copy of the linear layers' weights; an
+    /// observer that answers `false` spares it writing that copy back into the model after
+    /// every epoch (it is written back when the run ends, however it ends).
+    fn wants_model(&self) -> bool {
+        true
+    }
 }
 
-impl Observer for () {}
+impl Observer for () {
+    fn wants_model(&self) -> bool {
+        false
+    }
+}
 
 /// Collects every step into memory.
 #[derive(Clone, Debug, Default)]
@@ -205,6 +220,9 @@ impl Observer for Recorder {
     }
     fn on_epoch(&mut self, _e: usize, l: f64) {
         self.epochs.push(l);
+    }
+    fn wants_model(&self) -> bool {
+        false
     }
 }
 
@@ -424,6 +442,8 @@ impl Default for Block {
 /// What every row block of a step shares.
 struct BlockCtx<'a> {
     model: &'a Model,
+    /// Transposed weights of the linear layers of `range` (see [`transposed_weights`]).
+    wt: &'a [Option<Matrix>],
     base: &'a Matrix,
     range: Range<usize>,
     loss: &'a Loss,
@@ -443,16 +463,47 @@ impl BlockCtx<'_> {
     ) -> Result<()> {
         let Block { trace, g, spare, grads, zs, value } = blk;
         self.base.select_rows_into(rows, &mut trace.values[0]);
-        self.model.forward_trace(trace, self.range.start, self.range.end, par)?;
+        self.model.forward_trace(trace, self.range.start, self.range.end, self.wt, par)?;
         check_finite_values(step, self.range.start, trace)?;
         (*value, *g) = block_loss(self.loss, trace.output(), rows, batch)?;
         zs.clear();
         let bufs = Backward { g, spare, grads };
-        self.model.backward_trace(trace, self.range.start, bufs, &[], par, false, |i, dx| {
+        let wt = self.wt;
+        self.model.backward_trace(trace, self.range.start, bufs, &[], wt, par, false, |i, dx| {
             if self.zero_sum[i] {
                 zs.push((self.range.start + i, zero_sum_residual(dx)));
             }
         })
+    }
+}
+
+/// `Wᵀ` of each linear layer of `range` (`None` for other layers): with row blocks the
+/// trainer keeps linear layers' weights transposed for the whole run — the forward products
+/// `X·Wᵀ` then run as `X·(Wᵀ)`, whose large-shape GEMM copies the weights instead of
+/// transposing them in every block (the transposition was a tenth of the MNIST-size step;
+/// `BENCHMARKS.md`), and the weight gradients and the optimiser's state take the same
+/// layout. [`untranspose_weights`] writes them back into the model.
+fn transposed_weights(model: &Model, range: Range<usize>, par: Par) -> Vec<Option<Matrix>> {
+    model.layers[range]
+        .iter()
+        .map(|l| match l {
+            crate::Layer::Linear { w, .. } => {
+                let mut t = Matrix::zeros(w.cols(), w.rows());
+                iem_simd::gemm::transpose(w.as_slice(), w.rows(), w.cols(), t.as_mut_slice(), par);
+                Some(t)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// `W = (Wᵀ)ᵀ` for each transposed weight matrix of [`transposed_weights`].
+fn untranspose_weights(model: &mut Model, range: Range<usize>, wt: &[Option<Matrix>], par: Par) {
+    for (layer, t) in model.layers[range].iter_mut().zip(wt) {
+        if let (crate::Layer::Linear { w, .. }, Some(t)) = (layer, t) {
+            let (o, i) = w.shape();
+            iem_simd::gemm::transpose(t.as_slice(), i, o, w.as_mut_slice(), par);
+        }
     }
 }
 
@@ -715,110 +766,137 @@ fn train_until(
     // Buffers reused by every step: the trace (batch, layer outputs, caches), the output
     // gradient and its spare, and the parameter gradients.
     let mut trace = Trace { values: vec![Matrix::zeros(0, 0)], caches: Vec::new() };
-    let mut g: Matrix;
+    let mut g = Matrix::zeros(0, 0);
     let (mut spare, mut grads) = (Matrix::zeros(0, 0), Vec::new());
     let zero_sum: Vec<bool> = range.clone().map(|l| model.layers[l].zero_sum()).collect();
-    // Buffers of each row block when `row_blocks > 1`.
+    // Buffers of each row block when `row_blocks > 1`, and the transposed weights of the
+    // linear layers that the blocks (and the optimiser) then work on.
     let mut blocks: Vec<Block> = Vec::new();
+    let blocked = cfg.row_blocks > 1 && aux.is_empty();
+    let mut wt =
+        if blocked { transposed_weights(model, range.clone(), cfg.par) } else { Vec::new() };
     let mut step = 0;
     let mut converged = false;
     let mut prev = f64::INFINITY;
-    for epoch in 0..cfg.epochs {
-        let mut total = 0.0;
-        let bs = batches(n, cfg.batch, &mut rng);
-        let nb = bs.len();
-        for idx in bs {
-            let mut zs = Vec::new();
-            let mut grad_norms: Vec<f64> = Vec::new();
-            let blocks_here = if aux.is_empty() { cfg.row_blocks.min(idx.len()) } else { 1 };
-            let value = if blocks_here > 1 {
-                let ctx = BlockCtx { model, base, range: range.clone(), loss, zero_sum: &zero_sum };
-                blocked_step(
-                    &ctx,
-                    &idx,
-                    blocks_here,
-                    step,
-                    cfg.par,
-                    &mut blocks,
-                    &mut grads,
-                    &mut grad_norms,
-                    &mut zs,
-                )?
-            } else {
-                base.select_rows_into(&idx, &mut trace.values[0]);
-                model.forward_trace(&mut trace, range.start, range.end, cfg.par)?;
-                check_finite_values(step, range.start, &trace)?;
-                let mut value;
-                (value, g) = main_loss(loss, trace.output(), &idx)?;
-                let mut extra = Vec::new();
-                let mut weight_extra: Vec<(usize, Vec<f32>)> = Vec::new();
-                for a in aux {
-                    let w = match &model.layers[a.layer] {
-                        crate::Layer::Linear { w, .. } => Some(w),
-                        _ => None,
+    let mut run = || -> Result<()> {
+        for epoch in 0..cfg.epochs {
+            let mut total = 0.0;
+            let bs = batches(n, cfg.batch, &mut rng);
+            let nb = bs.len();
+            for idx in bs {
+                let mut zs = Vec::new();
+                let mut grad_norms: Vec<f64> = Vec::new();
+                let value = if blocked {
+                    let ctx = BlockCtx {
+                        model,
+                        wt: &wt,
+                        base,
+                        range: range.clone(),
+                        loss,
+                        zero_sum: &zero_sum,
                     };
-                    let (v, ga, gw) =
-                        aux_term(&a.kind, &trace.values[a.layer - range.start + 1], w)?;
-                    value += v;
-                    if let Some(ga) = ga {
-                        extra.push((a.layer, ga));
-                    }
-                    if let Some(gw) = gw {
-                        weight_extra.push((a.layer, gw));
-                    }
-                }
-                if !value.is_finite() {
-                    return Err(TrainError::NonFinite { step, layer: None, quantity: "loss" });
-                }
-                let bufs = Backward { g: &mut g, spare: &mut spare, grads: &mut grads };
-                model.backward_trace(
-                    &trace,
-                    range.start,
-                    bufs,
-                    &extra,
-                    cfg.par,
-                    false,
-                    |i, dx| {
-                        if zero_sum[i] {
-                            zs.push((range.start + i, zero_sum_residual(dx)));
+                    blocked_step(
+                        &ctx,
+                        &idx,
+                        cfg.row_blocks.min(idx.len()),
+                        step,
+                        cfg.par,
+                        &mut blocks,
+                        &mut grads,
+                        &mut grad_norms,
+                        &mut zs,
+                    )?
+                } else {
+                    base.select_rows_into(&idx, &mut trace.values[0]);
+                    model.forward_trace(&mut trace, range.start, range.end, &[], cfg.par)?;
+                    check_finite_values(step, range.start, &trace)?;
+                    let mut value;
+                    (value, g) = main_loss(loss, trace.output(), &idx)?;
+                    let mut extra = Vec::new();
+                    let mut weight_extra: Vec<(usize, Vec<f32>)> = Vec::new();
+                    for a in aux {
+                        let w = match &model.layers[a.layer] {
+                            crate::Layer::Linear { w, .. } => Some(w),
+                            _ => None,
+                        };
+                        let (v, ga, gw) =
+                            aux_term(&a.kind, &trace.values[a.layer - range.start + 1], w)?;
+                        value += v;
+                        if let Some(ga) = ga {
+                            extra.push((a.layer, ga));
                         }
-                    },
-                )?;
-                zs.reverse();
-                for (l, gw) in weight_extra {
-                    grads[l - range.start][0].iter_mut().zip(gw).for_each(|(a, b)| *a += b);
+                        if let Some(gw) = gw {
+                            weight_extra.push((a.layer, gw));
+                        }
+                    }
+                    if !value.is_finite() {
+                        return Err(TrainError::NonFinite { step, layer: None, quantity: "loss" });
+                    }
+                    let bufs = Backward { g: &mut g, spare: &mut spare, grads: &mut grads };
+                    model.backward_trace(
+                        &trace,
+                        range.start,
+                        bufs,
+                        &extra,
+                        &[],
+                        cfg.par,
+                        false,
+                        |i, dx| {
+                            if zero_sum[i] {
+                                zs.push((range.start + i, zero_sum_residual(dx)));
+                            }
+                        },
+                    )?;
+                    zs.reverse();
+                    for (l, gw) in weight_extra {
+                        grads[l - range.start][0].iter_mut().zip(gw).for_each(|(a, b)| *a += b);
+                    }
+                    // One pass computes the norms; a non-finite norm means a non-finite
+                    // gradient, which a second pass then locates.
+                    grad_norms = grads
+                        .iter()
+                        .map(|g| g.iter().map(|p| sum_sq(p)).sum::<f64>().sqrt())
+                        .collect();
+                    value
+                };
+                if grad_norms.iter().any(|v| !v.is_finite()) {
+                    check_finite_grads(step, range.start, &grads)?;
                 }
-                // One pass computes the norms; a non-finite norm means a non-finite
-                // gradient, which a second pass then locates.
-                grad_norms =
-                    grads.iter().map(|g| g.iter().map(|p| sum_sq(p)).sum::<f64>().sqrt()).collect();
-                value
-            };
-            if grad_norms.iter().any(|v| !v.is_finite()) {
-                check_finite_grads(step, range.start, &grads)?;
+                let norm = grad_norms.iter().map(|v| v * v).sum::<f64>().sqrt() as f32;
+                let finite = opt.apply(model, range.clone(), &mut grads, norm, &mut wt, cfg.par);
+                if !finite {
+                    untranspose_weights(model, range.clone(), &wt, cfg.par);
+                    check_finite_weights(step, model, range.clone())?;
+                }
+                obs.on_step(&StepInfo { step, epoch, loss: value, grad_norms, zero_sum: zs });
+                total += value;
+                step += 1;
             }
-            let norm = grad_norms.iter().map(|v| v * v).sum::<f64>().sqrt() as f32;
-            let finite = opt.apply(model, range.clone(), &mut grads, norm, cfg.par);
-            if !finite {
-                check_finite_weights(step, model, range.clone())?;
+            let mean = total / nb as f64;
+            report.epoch_loss.push(mean);
+            if obs.wants_model()
+                || cfg.alarms.max_usage.is_some()
+                || cfg.alarms.dead_units.is_some()
+            {
+                untranspose_weights(model, range.clone(), &wt, cfg.par);
             }
-            obs.on_step(&StepInfo { step, epoch, loss: value, grad_norms, zero_sum: zs });
-            total += value;
-            step += 1;
+            obs.on_epoch(epoch, mean);
+            alarms(model, x, cfg, step, &mut report)?;
+            obs.on_model(epoch, model);
+            if let Some(tol) = conv {
+                if (prev - mean).abs() <= tol * mean.abs().max(1e-12) {
+                    converged = true;
+                    break;
+                }
+                prev = mean;
+            }
         }
-        let mean = total / nb as f64;
-        report.epoch_loss.push(mean);
-        obs.on_epoch(epoch, mean);
-        alarms(model, x, cfg, step, &mut report)?;
-        obs.on_model(epoch, model);
-        if let Some(tol) = conv {
-            if (prev - mean).abs() <= tol * mean.abs().max(1e-12) {
-                converged = true;
-                break;
-            }
-            prev = mean;
-        }
-    }
+        Ok(())
+    };
+    // Whatever ends the run, the model holds every update made.
+    let outcome = run();
+    untranspose_weights(model, range.clone(), &wt, cfg.par);
+    outcome?;
     report.steps = step;
     report.final_loss = report.epoch_loss.last().copied().unwrap_or(f64::NAN);
     Ok((report, converged))

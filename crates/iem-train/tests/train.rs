@@ -10,7 +10,8 @@ use iem_tensor::Matrix;
 use iem_train::checkpoint::{self, CheckpointError};
 use iem_train::optim::{Method, OptimConfig};
 use iem_train::train::{
-    self, AlarmAction, Alarms, Aux, AuxKind, Convergence, Loss, Recorder, Stage, TrainConfig,
+    self, AlarmAction, Alarms, Aux, AuxKind, Convergence, Loss, Observer, Recorder, Stage,
+    TrainConfig,
 };
 use iem_train::{Init, Layer, Model, TrainError, probe};
 use rand::{RngExt, SeedableRng};
@@ -648,6 +649,60 @@ fn row_blocks_are_deterministic_and_checked() {
             Err(TrainError::NonFinite { layer: Some(_), quantity: "weight", .. }) => {}
             other => panic!("expected a non-finite weight, got {other:?}"),
         }
+        // The model holds the update that failed (the trainer's working copy was written
+        // back), as without row blocks.
+        assert!(flat(&m).iter().any(|v| !v.is_finite()));
+    }
+}
+
+/// Keeps the model seen after every epoch.
+#[derive(Default)]
+struct Models(Vec<Model>);
+
+impl Observer for Models {
+    fn on_model(&mut self, _epoch: usize, model: &Model) {
+        self.0.push(model.clone());
+    }
+}
+
+#[test]
+fn row_blocks_keep_the_model_current() {
+    // With row blocks the trainer updates its own transposed copy of the linear layers'
+    // weights (with Adam's state in that layout); the model must hold every update: after
+    // each epoch for an observer that reads it, at the end of the run whatever the observer.
+    let (x, y) = toy(200, 5);
+    let mlp = || {
+        Model::mlp(
+            &[2, 24, 24, 3],
+            &[Activation::Softmax { temperature: Temperature::Fixed(1.0) }, Activation::Relu],
+            Init::PytorchDefault,
+            3,
+        )
+        .unwrap()
+    };
+    let cfg = |blocks| TrainConfig {
+        epochs: 3,
+        batch: 50,
+        seed: 1,
+        optim: OptimConfig::adam(1e-2),
+        row_blocks: blocks,
+        ..TrainConfig::default()
+    };
+    let ce = Loss::CrossEntropy(y.clone());
+    let (mut whole, mut blocked, mut quiet) = (mlp(), mlp(), mlp());
+    train::end_to_end(&mut whole, &x, &ce, &[], &cfg(1), &mut ()).unwrap();
+    let mut seen = Models::default();
+    train::end_to_end(&mut blocked, &x, &ce, &[], &cfg(2), &mut seen).unwrap();
+    train::end_to_end(&mut quiet, &x, &ce, &[], &cfg(2), &mut ()).unwrap();
+    assert_eq!(blocked, quiet, "the write-back does not depend on the observer");
+    assert_eq!(seen.0.len(), 3);
+    assert_eq!(seen.0[2], blocked, "the last epoch's model is the final one");
+    assert_ne!(seen.0[0], seen.0[1], "each epoch's model is current");
+    // Adam over 12 steps: blocked and whole-batch runs differ only by rounding.
+    let init = flat(&mlp());
+    for ((a, b), i) in flat(&blocked).iter().zip(flat(&whole)).zip(&init) {
+        assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()), "{a} vs {b}");
+        assert!(a != i || b == *i, "a parameter the whole-batch run moved stayed put");
     }
 }
 
