@@ -98,12 +98,7 @@ pub fn gemm(g: &Gemm<'_>, c: &mut [f32], par: Par) {
     }
     let c = &mut c[..m * n];
     if k == 0 {
-        for row in c.chunks_exact_mut(n) {
-            for (j, x) in row.iter_mut().enumerate() {
-                let old = if g.beta == 0.0 { 0.0 } else { g.beta * *x };
-                *x = old + g.bias.map_or(0.0, |b| b[j]);
-            }
-        }
+        epilogue_first(g, c, n);
         return;
     }
     let isa = Isa::current();
@@ -115,6 +110,22 @@ pub fn gemm(g: &Gemm<'_>, c: &mut [f32], par: Par) {
         tiled_gemm_crate(g, c, par);
     } else {
         packed(isa, mr, nr, g, c, par);
+    }
+}
+
+/// `C ← β·C + bias` (each row; `β = 0` ignores what `C` held, NaN included), the part of
+/// the epilogue applied before the product is accumulated. One loop per case, so that each
+/// vectorises (with a branch per element it compiled to scalar code); the arithmetic is
+/// that of the per-element form (`0 + b`, `β·c + 0`).
+fn epilogue_first(g: &Gemm<'_>, c: &mut [f32], n: usize) {
+    let beta = g.beta;
+    for row in c.chunks_exact_mut(n) {
+        match (beta == 0.0, g.bias) {
+            (true, Some(b)) => row.iter_mut().zip(b).for_each(|(x, &bj)| *x = 0.0 + bj),
+            (true, None) => row.fill(0.0),
+            (false, Some(b)) => row.iter_mut().zip(b).for_each(|(x, &bj)| *x = beta * *x + bj),
+            (false, None) => row.iter_mut().for_each(|x| *x = beta * *x + 0.0),
+        }
     }
 }
 
@@ -132,12 +143,7 @@ fn tiled_gemm_crate(g: &Gemm<'_>, c: &mut [f32], par: Par) {
     // Without β or bias the `gemm` crate overwrites C (`read_dst` false): no pass over C
     // first (for a weight gradient of 784 inputs that pass alone wrote 800 KB a step).
     if read_dst {
-        for row in c.chunks_exact_mut(n) {
-            for (j, x) in row.iter_mut().enumerate() {
-                let old = if g.beta == 0.0 { 0.0 } else { g.beta * *x };
-                *x = old + g.bias.map_or(0.0, |b| b[j]);
-            }
-        }
+        epilogue_first(g, c, n);
     }
     // Strides (in elements) of op(A)[i, p] and op(B)[p, j].
     let (a_rs, a_cs) = if g.trans_a { (1isize, m as isize) } else { (k as isize, 1isize) };
