@@ -8,6 +8,7 @@ Run:
     .venv-bench/bin/python scripts/bench_peers.py --activations  # iem-activations: every activation
     .venv-bench/bin/python scripts/bench_peers.py --train        # iem-train: steps/s (torch eager,
                                                                  # torch.compile, JAX jit if installed)
+    .venv-bench/bin/python scripts/bench_peers.py --train mnist --rounds 12  # some rows, more rounds
 It builds and runs `cargo run --release -p iem-simd --example gemm_probe`, then times
 torch.matmul and the softmax-family forward+backward (eager autograd) on the same shapes,
 interleaved in the same process run, and prints GFLOP/s, % of the measured FMA peak and the
@@ -362,8 +363,11 @@ def training():
     # shared host's load; rows with much steal are noisier).
     print("| model | activation | batch | iem steps/s | torch eager | torch.compile | JAX jit | iem / fastest peer | steal |")
     print("|---|---|---|---|---|---|---|---|---|")
-    # Optional model names after --train (e.g. `--train mnist`) restrict the rows.
+    # Optional model names after --train (e.g. `--train mnist`) restrict the rows;
+    # `--rounds N` times N interleaved rounds instead of ROUNDS (more rounds: each
+    # framework's best comes closer to its speed on a calm machine).
     only = [a for a in sys.argv[sys.argv.index("--train") + 1:] if a in sizes] if "--train" in sys.argv else []
+    rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else ROUNDS
     for model in sizes:
         if only and model not in only:
             continue
@@ -377,7 +381,7 @@ def training():
             ours = 0.0
             env = dict(os.environ, IEM_PROBE_WINDOWS="1")
             t0 = cpu_times()
-            for _ in range(ROUNDS):
+            for _ in range(rounds):
                 # Our side: one probe process timing one window (after its warm-up).
                 out = subprocess.run([probe, model, act], cwd=ROOT, check=True, capture_output=True, text=True,
                                      env=env).stdout
