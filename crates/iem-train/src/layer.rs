@@ -299,7 +299,10 @@ impl Layer {
             Layer::Linear { w, b } => {
                 out.resize(n, w.rows());
                 let g = match wt {
-                    Some(t) => Gemm::nn(n, w.cols(), w.rows(), x.as_slice(), t.as_slice()),
+                    Some(t) => {
+                        debug_assert_eq!(t.shape(), (w.cols(), w.rows()), "layer {index}: Wᵀ");
+                        Gemm::nn(n, w.cols(), w.rows(), x.as_slice(), t.as_slice())
+                    }
                     None => Gemm::nt(n, w.cols(), w.rows(), x.as_slice(), w.as_slice()),
                 };
                 g.with_bias(b).run(out.as_mut_slice(), par);
