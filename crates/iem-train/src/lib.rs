@@ -21,8 +21,10 @@
 //! Speed on several cores: with [`train::TrainConfig::row_blocks`] set to the core count,
 //! each mini-batch is split into that many row blocks whose forward and backward passes
 //! run concurrently (one parallel region per step instead of one per kernel; on 2 cores
-//! about 1.3× faster on an MNIST-size MLP). The block count is part of the configuration:
-//! it changes the order of the gradient sums, never with the thread count.
+//! about 1.3× faster on an MNIST-size MLP), and the trainer keeps the linear layers'
+//! weights transposed while it runs (a further 6–9% there; see the crate's
+//! `BENCHMARKS.md`). The block count is part of the configuration: it changes the order of
+//! the gradient sums, never with the thread count.
 //!
 //! ```
 //! use iem_activations::Activation;
