@@ -225,7 +225,24 @@ impl Matrix {
 
     /// Transposed copy.
     pub fn transpose(&self) -> Matrix {
-        Matrix::from_fn(self.cols, self.rows, |i, j| self.get(j, i))
+        let mut t = Matrix::zeros(0, 0);
+        self.transpose_into(&mut t, Par::Seq);
+        t
+    }
+
+    /// The transpose into `out` (resized to `cols × rows`, its buffer reused), on
+    /// [`iem_simd::gemm::transpose`]: the same copy for any `par`.
+    ///
+    /// ```
+    /// use iem_tensor::{Matrix, Par};
+    /// let a = Matrix::from_fn(2, 3, |i, j| (i * 3 + j) as f32);
+    /// let mut t = Matrix::zeros(0, 0);
+    /// a.transpose_into(&mut t, Par::Seq);
+    /// assert_eq!(t, Matrix::from_fn(3, 2, |i, j| (j * 3 + i) as f32));
+    /// ```
+    pub fn transpose_into(&self, out: &mut Matrix, par: Par) {
+        out.resize(self.cols, self.rows);
+        iem_simd::gemm::transpose(&self.data, self.rows, self.cols, &mut out.data, par);
     }
 
     fn gemm_into(

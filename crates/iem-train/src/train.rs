@@ -488,8 +488,8 @@ fn transposed_weights(model: &Model, range: Range<usize>, par: Par) -> Vec<Optio
         .iter()
         .map(|l| match l {
             crate::Layer::Linear { w, .. } => {
-                let mut t = Matrix::zeros(w.cols(), w.rows());
-                iem_simd::gemm::transpose(w.as_slice(), w.rows(), w.cols(), t.as_mut_slice(), par);
+                let mut t = Matrix::zeros(0, 0);
+                w.transpose_into(&mut t, par);
                 Some(t)
             }
             _ => None,
@@ -501,8 +501,7 @@ fn transposed_weights(model: &Model, range: Range<usize>, par: Par) -> Vec<Optio
 fn untranspose_weights(model: &mut Model, range: Range<usize>, wt: &[Option<Matrix>], par: Par) {
     for (layer, t) in model.layers[range].iter_mut().zip(wt) {
         if let (crate::Layer::Linear { w, .. }, Some(t)) = (layer, t) {
-            let (o, i) = w.shape();
-            iem_simd::gemm::transpose(t.as_slice(), i, o, w.as_mut_slice(), par);
+            t.transpose_into(w, par);
         }
     }
 }
