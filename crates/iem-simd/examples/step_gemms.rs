@@ -1,6 +1,7 @@
 //! Times the GEMMs of one training step of the MNIST-size model (784→256→256→10, batch
-//! 256), with argument `block` of one of its two row blocks (128 rows), or with argument `2d`
-//! of the 2-D model (2→64→64→4, batch 256).
+//! 256), with argument `block` of one of its two row blocks (128 rows, weights transposed as
+//! the trainer keeps them with row blocks), or with argument `2d` of the 2-D model
+//! (2→64→64→4, batch 256).
 use iem_simd::{Gemm, Par};
 use std::time::Instant;
 
@@ -15,45 +16,37 @@ fn time(f: &mut dyn FnMut()) -> f64 {
     t.elapsed().as_secs_f64() / it as f64
 }
 
+/// `(label, kind, m, k, n)` of each GEMM of one step of a 3-layer MLP `sizes` on `batch`
+/// rows (kind `'n'`: `nt`, `'t'`: `tn`, `'m'`: `nn`); `transposed`: with the weights stored
+/// `in × out` (forward `nn`, weight gradient `Xᵀ·G`, input gradient `nt`). The first
+/// layer's input gradient is never computed.
+fn step_shapes(
+    sizes: [usize; 4],
+    batch: usize,
+    transposed: bool,
+) -> Vec<(String, char, usize, usize, usize)> {
+    let mut v = Vec::new();
+    for l in 0..3 {
+        let (i, o) = (sizes[l], sizes[l + 1]);
+        let (fwd, dx) = if transposed { ('m', 'n') } else { ('n', 'm') };
+        v.push((format!("fwd{}", l + 1), fwd, batch, i, o));
+        let dw = if transposed { (i, batch, o) } else { (o, batch, i) };
+        v.push((format!("dW{}", l + 1), 't', dw.0, dw.1, dw.2));
+        if l > 0 {
+            v.push((format!("dx{}", l + 1), dx, batch, o, i));
+        }
+    }
+    v
+}
+
 fn main() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let v = |n: usize| (0..n).map(|i| ((i * 37) % 101) as f32 / 101.0 - 0.5).collect::<Vec<f32>>();
-    // (label, kind, m, k, n)
-    let mnist = [
-        ("fwd1 nt", 'n', 256, 784, 256),
-        ("fwd2 nt", 'n', 256, 256, 256),
-        ("fwd3 nt", 'n', 256, 256, 10),
-        ("dW1 tn", 't', 256, 256, 784),
-        ("dW2 tn", 't', 256, 256, 256),
-        ("dW3 tn", 't', 10, 256, 256),
-        ("dx3 nn", 'm', 256, 10, 256),
-        ("dx2 nn", 'm', 256, 256, 256),
-    ];
-    let two_d = [
-        ("fwd1 nt", 'n', 256, 2, 64),
-        ("fwd2 nt", 'n', 256, 64, 64),
-        ("fwd3 nt", 'n', 256, 64, 4),
-        ("dW1 tn", 't', 64, 256, 2),
-        ("dW2 tn", 't', 64, 256, 64),
-        ("dW3 tn", 't', 4, 256, 64),
-        ("dx3 nn", 'm', 256, 4, 64),
-        ("dx2 nn", 'm', 256, 64, 64),
-    ];
-    // One of two row blocks of the MNIST-size step (what `row_blocks = 2` runs per block).
-    let block = [
-        ("fwd1 nt", 'n', 128, 784, 256),
-        ("fwd2 nt", 'n', 128, 256, 256),
-        ("fwd3 nt", 'n', 128, 256, 10),
-        ("dW1 tn", 't', 256, 128, 784),
-        ("dW2 tn", 't', 256, 128, 256),
-        ("dW3 tn", 't', 10, 128, 256),
-        ("dx3 nn", 'm', 128, 10, 256),
-        ("dx2 nn", 'm', 128, 256, 256),
-    ];
-    let shapes = match std::env::args().nth(1).as_deref() {
-        Some("2d") => two_d,
-        Some("block") => block,
-        _ => mnist,
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let shapes = match args.first().map(String::as_str) {
+        Some("2d") => step_shapes([2, 64, 64, 4], 256, false),
+        Some("block") => step_shapes([784, 256, 256, 10], 128, true),
+        _ => step_shapes([784, 256, 256, 10], 256, false),
     };
 
     let mut tot = [0.0; 2];
@@ -73,7 +66,12 @@ fn main() {
         }
         let fl = 2.0 * (m * k * n) as f64;
         println!(
-            "{label:10} {m}x{k}x{n}: 1T {:.1} us ({:.0} GF/s), 2T {:.1} us ({:.0} GF/s)",
+            "{label:5} {:2} {m}x{k}x{n}: 1T {:.1} us ({:.0} GF/s), 2T {:.1} us ({:.0} GF/s)",
+            match kind {
+                'n' => "nt",
+                't' => "tn",
+                _ => "nn",
+            },
             r[0] * 1e6,
             fl / r[0] / 1e9,
             r[1] * 1e6,
