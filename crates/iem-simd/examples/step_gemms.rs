@@ -1,7 +1,8 @@
 //! Times the GEMMs of one training step of the MNIST-size model (784→256→256→10, batch
 //! 256), with argument `block` of one of its two row blocks (128 rows, weights transposed as
 //! the trainer keeps them with row blocks), or with argument `2d` of the 2-D model
-//! (2→64→64→4, batch 256).
+//! (2→64→64→4, batch 256); an optional second argument keeps only the GEMMs whose label
+//! starts with it (`step_gemms block fwd3`).
 use iem_simd::{Gemm, Par};
 use std::time::Instant;
 
@@ -49,8 +50,10 @@ fn main() {
         _ => step_shapes([784, 256, 256, 10], 256, false),
     };
 
+    // Optional second argument: time only the GEMMs whose label starts with it (`dW`, `fwd3`).
+    let only = args.get(1).cloned().unwrap_or_default();
     let mut tot = [0.0; 2];
-    for (label, kind, m, k, n) in shapes {
+    for (label, kind, m, k, n) in shapes.into_iter().filter(|s| s.0.starts_with(&only)) {
         let a = v(m * k);
         let b = v(k * n);
         let mut c = vec![0.0f32; m * n];
