@@ -863,6 +863,10 @@ fn train_until(
                 }
                 let norm = grad_norms.iter().map(|v| v * v).sum::<f64>().sqrt() as f32;
                 let finite = opt.apply(model, range.clone(), &mut grads, norm, &mut wt, cfg.par);
+                if let Some(b) = blocks.first_mut() {
+                    // Back to the first block: it writes the same buffer every step.
+                    std::mem::swap(&mut grads, &mut b.grads);
+                }
                 if !finite {
                     untranspose_weights(model, range.clone(), &wt, cfg.par);
                     check_finite_weights(step, model, range.clone())?;
