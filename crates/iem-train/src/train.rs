@@ -465,7 +465,7 @@ impl BlockCtx<'_> {
         self.base.select_rows_into(rows, &mut trace.values[0]);
         self.model.forward_trace(trace, self.range.start, self.range.end, self.wt, par)?;
         check_finite_values(step, self.range.start, trace)?;
-        (*value, *g) = block_loss(self.loss, trace.output(), rows, batch)?;
+        *value = block_loss(self.loss, trace.output(), rows, batch, g)?;
         zs.clear();
         let bufs = Backward { g, spare, grads };
         let wt = self.wt;
@@ -596,17 +596,25 @@ fn sum_blocks(dst: &mut ParamGrads, others: &[&ParamGrads], par: Par) -> Vec<f64
     norms.into_iter().map(f64::sqrt).collect()
 }
 
-/// [`main_loss`] of a block of a batch of `batch` rows: the loss summed over the block
-/// and its gradient scaled by `1/batch`, subnormals flushed (as the losses' own mean does).
-fn block_loss(loss: &Loss, out: &Matrix, idx: &[usize], batch: usize) -> Result<(f64, Matrix)> {
+/// [`main_loss`] of a block of a batch of `batch` rows: the loss summed over the block,
+/// and its gradient scaled by `1/batch` into `g`, subnormals flushed (as the losses' own
+/// mean does). `g` keeps its buffer: the block's backward pass reuses it every step.
+fn block_loss(
+    loss: &Loss,
+    out: &Matrix,
+    idx: &[usize],
+    batch: usize,
+    g: &mut Matrix,
+) -> Result<f64> {
     let (n, c) = out.shape();
-    let (v, mut g) = loss_terms(loss, out, idx, Reduction::Sum)?;
+    let (v, grad) = loss_terms(loss, out, idx, Reduction::Sum)?;
     let scale = (1.0 / batch as f64) as f32;
-    for v in &mut g {
-        let x = *v * scale;
-        *v = if x.abs() < f32::MIN_POSITIVE { 0.0 } else { x };
+    g.resize(n, c);
+    for (d, &x) in g.as_mut_slice().iter_mut().zip(&grad) {
+        let x = x * scale;
+        *d = if x.abs() < f32::MIN_POSITIVE { 0.0 } else { x };
     }
-    Ok((v, Matrix::from_vec(n, c, g).map_err(err_loss)?))
+    Ok(v)
 }
 
 fn check_finite_grads(step: usize, from: usize, grads: &ParamGrads) -> Result<()> {
