@@ -286,9 +286,10 @@ struct AdamK<'a> {
     v: &'a mut [f32],
 }
 impl Kernel for AdamK<'_> {
-    type Output = ();
+    /// Whether every updated parameter is finite.
+    type Output = bool;
     #[inline(always)]
-    fn run<S: Simd>(self, s: S) {
+    fn run<S: Simd>(self, s: S) -> bool {
         let h = self.h;
         let n = self.p.len();
         let l = S::LANES;
@@ -299,6 +300,9 @@ impl Kernel for AdamK<'_> {
         let eps = s.splat(h.eps);
         let l2 = s.splat(h.l2);
         let wd = s.splat(1.0 - h.lr * h.decoupled);
+        // `p − p` is 0 for a finite p and NaN for ±∞ or NaN; the sum of those stays 0 only
+        // if every new parameter is finite (checked in registers, not in a second pass).
+        let mut bad = s.zero();
         let mut i = 0;
         while i + l <= n {
             let (p, m, v) = adam_lane(
@@ -312,6 +316,7 @@ impl Kernel for AdamK<'_> {
             s.store(&mut self.p[i..], p);
             s.store(&mut self.m[i..], m);
             s.store(&mut self.v[i..], v);
+            bad = s.add(bad, s.sub(p, p));
             i += l;
         }
         if i < n {
@@ -327,6 +332,8 @@ impl Kernel for AdamK<'_> {
             s.store_partial(&mut self.m[i..], m);
             s.store_partial(&mut self.v[i..], v);
         }
+        // The tail's padding lanes may hold 0/0 (ε = 0): check only the stored elements.
+        s.reduce_sum(bad) == 0.0 && self.p[i..].iter().all(|x| x.is_finite())
     }
 }
 
@@ -335,6 +342,39 @@ impl Kernel for AdamK<'_> {
 /// p ← p(1 − lr·λ_d) − lr·(m/(1−β₁ᵗ)) / (√(v/(1−β₂ᵗ)) + ε)`.
 pub fn adam_update(h: AdamStep, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
     adam_update_par(h, p, g, m, v, Par::Seq)
+}
+
+/// [`adam_update`], returning whether every updated parameter is finite — the same answer
+/// as [`all_finite`] on `p` afterwards, found while the values are in registers instead of
+/// by a second pass over `p`.
+///
+/// # Panics
+/// If the slices differ in length.
+///
+/// # Examples
+/// ```
+/// use iem_simd::elementwise::{adam_update_finite, AdamStep};
+/// let h = AdamStep {
+///     lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8,
+///     bias_correction1: 0.1, bias_correction2: 0.001, l2: 0.0, decoupled: 0.0,
+/// };
+/// let (mut p, mut m, mut v) = (vec![1.0f32; 20], vec![0.0; 20], vec![0.0; 20]);
+/// assert!(adam_update_finite(h, &mut p, &[0.5; 20], &mut m, &mut v));
+/// let mut g = vec![0.5f32; 20];
+/// g[17] = f32::NAN;
+/// assert!(!adam_update_finite(h, &mut p, &g, &mut m, &mut v));
+/// ```
+pub fn adam_update_finite(
+    h: AdamStep,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) -> bool {
+    check("adam_update", p.len(), g.len());
+    check("adam_update", p.len(), m.len());
+    check("adam_update", p.len(), v.len());
+    simd::run(AdamK { h, p, g, m, v })
 }
 
 /// [`adam_update`] over fixed chunks that run in parallel under `par` (each element's update
@@ -356,9 +396,11 @@ pub fn adam_update_par(
             .zip(g.par_chunks(CHUNK))
             .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK))
-            .for_each(|(((p, g), m), v)| simd::run(AdamK { h, p, g, m, v }));
+            .for_each(|(((p, g), m), v)| {
+                simd::run(AdamK { h, p, g, m, v });
+            });
     } else {
-        simd::run(AdamK { h, p, g, m, v })
+        simd::run(AdamK { h, p, g, m, v });
     }
 }
 
@@ -534,6 +576,74 @@ impl Kernel for AllFiniteK<'_> {
 /// the result depends only on `x`; on AVX-512 the 8 lanes are one register).
 pub fn sum_sq(x: &[f32]) -> f64 {
     sum8(x, true)
+}
+
+/// `y ← y + x` (rounded as [`axpy`] with α = 1) and [`sum_sq`] of the new `y`, with the
+/// same bits as those two calls, in one pass on AVX-512 (the squares are accumulated while
+/// the sums are in registers; elsewhere the two calls).
+///
+/// # Panics
+/// If the slices differ in length.
+///
+/// # Examples
+/// ```
+/// use iem_simd::elementwise::add_sum_sq;
+/// let mut y = vec![1.0f32; 19];
+/// let ss = add_sum_sq(&[2.0; 19], &mut y);
+/// assert_eq!((y[18], ss), (3.0, 171.0));
+/// ```
+pub fn add_sum_sq(x: &[f32], y: &mut [f32]) -> f64 {
+    check("add_sum_sq", x.len(), y.len());
+    #[cfg(target_arch = "x86_64")]
+    if crate::Isa::current() == crate::Isa::Avx512 {
+        // SAFETY: `Isa::current` returns AVX-512 only where the machine has it.
+        return unsafe { add_sum_sq_avx512(x, y) };
+    }
+    axpy(1.0, x, y, Par::Seq);
+    sum_sq(y)
+}
+
+/// [`add_sum_sq`] on AVX-512: each 16 sums stored, their two halves of 8 squared into the
+/// 8 partial sums of [`sum8_avx512`] in element order; the tail and the final tree as there.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn add_sum_sq_avx512(x: &[f32], y: &mut [f32]) -> f64 {
+    use std::arch::x86_64::*;
+    let n = y.len();
+    assert_eq!(x.len(), n);
+    let mut acc = _mm512_setzero_pd();
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: elements i .. i + 16 of both slices exist.
+        unsafe {
+            let s = _mm512_add_ps(
+                _mm512_loadu_ps(y.as_ptr().add(i)),
+                _mm512_loadu_ps(x.as_ptr().add(i)),
+            );
+            _mm512_storeu_ps(y.as_mut_ptr().add(i), s);
+            let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(s));
+            let hi =
+                _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s))));
+            acc = _mm512_add_pd(acc, _mm512_mul_pd(lo, lo));
+            acc = _mm512_add_pd(acc, _mm512_mul_pd(hi, hi));
+        }
+        i += 16;
+    }
+    // Up to 15 left: sums element by element; a last group of 8 joins the partial sums.
+    for (d, &v) in y[i..].iter_mut().zip(&x[i..]) {
+        *d += v;
+    }
+    if i + 8 <= n {
+        // SAFETY: elements i .. i + 8 of `y` exist.
+        let v = _mm512_cvtps_pd(unsafe { _mm256_loadu_ps(y.as_ptr().add(i)) });
+        acc = _mm512_add_pd(acc, _mm512_mul_pd(v, v));
+        i += 8;
+    }
+    let mut a = [0.0f64; 8];
+    // SAFETY: `a` holds 8 doubles.
+    unsafe { _mm512_storeu_pd(a.as_mut_ptr(), acc) };
+    let tail: f64 = y[i..].iter().map(|v| (*v as f64) * (*v as f64)).sum();
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail
 }
 
 /// `Σ x_i` accumulated in f64, in the 8 interleaved partial sums of [`sum_sq`].

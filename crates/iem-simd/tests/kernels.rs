@@ -739,3 +739,82 @@ fn all_finite_and_sum_sq_against_scalar() {
     assert!(ew::all_finite(&[f32::MAX, -f32::MAX, f32::MIN_POSITIVE / 2.0, -0.0]));
     assert!(ew::all_finite(&[]));
 }
+
+#[test]
+fn add_sum_sq_is_axpy_then_sum_sq() {
+    let mut r = rng(61);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for n in sizes().into_iter().chain([32 * 1024 + 5]) {
+        // Values over 2^±30, so that any change in the order of the f64 sums shows.
+        let spread = |v: Vec<f32>| -> Vec<f32> {
+            v.iter().enumerate().map(|(i, x)| x * 2f32.powi((i * 7 % 61) as i32 - 30)).collect()
+        };
+        let x = spread(randv(&mut r, n, -3.0, 3.0));
+        let y0 = spread(randv(&mut r, n, -3.0, 3.0));
+        let mut want = y0.clone();
+        ew::axpy(1.0, &x, &mut want, Par::Seq);
+        let want_ss = ew::sum_sq(&want);
+        let mut got = y0.clone();
+        let got_ss = ew::add_sum_sq(&x, &mut got);
+        assert_eq!(bits(&got), bits(&want), "sums, n = {n} under {}", Isa::current());
+        assert_eq!(got_ss.to_bits(), want_ss.to_bits(), "sum of squares, n = {n}");
+        if n > 0 {
+            let mut y = y0.clone();
+            let mut xi = x.clone();
+            xi[n - 1] = f32::INFINITY;
+            assert!(ew::add_sum_sq(&xi, &mut y).is_infinite(), "n = {n}");
+        }
+    }
+}
+
+#[test]
+fn adam_update_finite_is_adam_update_then_all_finite() {
+    let mut r = rng(67);
+    for n in sizes() {
+        for eps in [1e-8f32, 0.0] {
+            let h = ew::AdamStep {
+                lr: 1e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps,
+                bias_correction1: 0.1,
+                bias_correction2: 0.001,
+                l2: 1e-4,
+                decoupled: 0.0,
+            };
+            let p0 = randv(&mut r, n, -1.0, 1.0);
+            let g0 = randv(&mut r, n, -1.0, 1.0);
+            let m0 = randv(&mut r, n, -0.1, 0.1);
+            let v0 = randv(&mut r, n, 0.01, 0.1);
+            // Clean data, then a non-finite gradient, parameter or state at the first, a
+            // middle and the last position (the last one in a partial vector).
+            let mut cases = vec![(g0.clone(), p0.clone(), v0.clone())];
+            for pos in [0, n / 2, n.saturating_sub(1)] {
+                if n == 0 {
+                    break;
+                }
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let mut g = g0.clone();
+                    g[pos] = bad;
+                    cases.push((g, p0.clone(), v0.clone()));
+                    let mut p = p0.clone();
+                    p[pos] = bad;
+                    cases.push((g0.clone(), p, v0.clone()));
+                }
+                let mut v = v0.clone();
+                v[pos] = f32::INFINITY;
+                cases.push((g0.clone(), p0.clone(), v));
+            }
+            for (g, p, v) in cases {
+                let (mut pw, mut mw, mut vw) = (p.clone(), m0.clone(), v.clone());
+                ew::adam_update(h, &mut pw, &g, &mut mw, &mut vw);
+                let (mut pg, mut mg, mut vg) = (p.clone(), m0.clone(), v.clone());
+                let finite = ew::adam_update_finite(h, &mut pg, &g, &mut mg, &mut vg);
+                let same =
+                    |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same(&pg, &pw) && same(&mg, &mw) && same(&vg, &vw), "n = {n}");
+                assert_eq!(finite, ew::all_finite(&pw), "n = {n}, eps = {eps}");
+            }
+        }
+    }
+}

@@ -3,7 +3,7 @@
 
 use crate::{Model, ParamGrads};
 use iem_simd::Par;
-use iem_simd::elementwise::{AdamStep, adam_update, all_finite, sgd_update};
+use iem_simd::elementwise::{AdamStep, adam_update_finite, all_finite, sgd_update};
 use serde::{Deserialize, Serialize};
 
 /// Which update rule.
@@ -242,14 +242,13 @@ impl Optimizer {
                 jobs.extend(chunks.zip(m.chunks_mut(CHUNK)).zip(v.chunks_mut(CHUNK)));
             }
         }
-        let run = |(((p, g), m), v): Job<'_>| {
-            match rule {
-                Rule::Sgd { lr, momentum, weight_decay } => {
-                    sgd_update(lr, momentum, weight_decay, p, g, m)
-                }
-                Rule::Adam(h) => adam_update(h, p, g, m, v),
+        let run = |(((p, g), m), v): Job<'_>| match rule {
+            Rule::Sgd { lr, momentum, weight_decay } => {
+                sgd_update(lr, momentum, weight_decay, p, g, m);
+                all_finite(p)
             }
-            all_finite(p)
+            // The finiteness check runs on the new values in registers.
+            Rule::Adam(h) => adam_update_finite(h, p, g, m, v),
         };
         let total: usize = jobs.iter().map(|j| j.0.0.0.len()).sum();
         if par.degree() > 1 && total > CHUNK {

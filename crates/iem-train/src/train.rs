@@ -578,10 +578,12 @@ fn sum_blocks(dst: &mut ParamGrads, others: &[&ParamGrads], par: Par) -> Vec<f64
         }
     }
     let run = |(l, dc, srcs): (usize, &mut [f32], Vec<&[f32]>)| {
-        for s in srcs {
+        let Some((last, first)) = srcs.split_last() else { return (l, sum_sq(dc)) };
+        for s in first {
             iem_simd::elementwise::axpy(1.0, s, dc, Par::Seq);
         }
-        (l, sum_sq(dc))
+        // The last sum and its squares in one pass.
+        (l, iem_simd::elementwise::add_sum_sq(last, dc))
     };
     let total: usize = jobs.iter().map(|j| j.1.len()).sum();
     let parts: Vec<(usize, f64)> = if par.degree() > 1 && total > CHUNK {
