@@ -371,10 +371,15 @@ pub fn adam_update_finite(
     m: &mut [f32],
     v: &mut [f32],
 ) -> bool {
-    check("adam_update", p.len(), g.len());
-    check("adam_update", p.len(), m.len());
-    check("adam_update", p.len(), v.len());
+    check_adam(p, g, m, v);
     simd::run(AdamK { h, p, g, m, v })
+}
+
+/// The length checks of the Adam updates.
+fn check_adam(p: &[f32], g: &[f32], m: &[f32], v: &[f32]) {
+    for len in [g.len(), m.len(), v.len()] {
+        check("adam_update", p.len(), len);
+    }
 }
 
 /// [`adam_update`] over fixed chunks that run in parallel under `par` (each element's update
@@ -388,9 +393,7 @@ pub fn adam_update_par(
     v: &mut [f32],
     par: Par,
 ) {
-    check("adam_update", p.len(), g.len());
-    check("adam_update", p.len(), m.len());
-    check("adam_update", p.len(), v.len());
+    check_adam(p, g, m, v);
     if par.degree() > 1 && p.len() > CHUNK {
         p.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))

@@ -254,9 +254,12 @@ fn err_loss(e: impl std::fmt::Display) -> TrainError {
 }
 
 /// Value and gradient of the main loss on the batch output.
-fn main_loss(loss: &Loss, out: &Matrix, idx: &[usize]) -> Result<(f64, Matrix)> {
-    let (v, g) = loss_terms(loss, out, idx, Reduction::Mean)?;
-    Ok((v, Matrix::from_vec(out.rows(), out.cols(), g).map_err(err_loss)?))
+fn main_loss(loss: &Loss, out: &Matrix, idx: &[usize], g: &mut Matrix) -> Result<f64> {
+    let (v, grad) = loss_terms(loss, out, idx, Reduction::Mean)?;
+    // Into `g`'s buffer, which the backward pass reuses every step.
+    g.resize(out.rows(), out.cols());
+    g.as_mut_slice().copy_from_slice(&grad);
+    Ok(v)
 }
 
 /// Value and gradient (flat, row-major) of the main loss on the rows `idx` of the data,
@@ -507,8 +510,10 @@ fn untranspose_weights(model: &mut Model, range: Range<usize>, wt: &[Option<Matr
 }
 
 /// One step split into `n_blocks` row blocks (run concurrently when `par` allows), their
-/// parameter gradients summed in block order into `grads` and their per-layer norms into
-/// `norms`, the zero-sum residuals (max over rows) into `zs`. Returns the batch-mean loss.
+/// parameter gradients summed in block order into the first block's (which the optimiser
+/// then reads: each block writes the same buffers every step) and their per-layer norms
+/// into `norms`, the zero-sum residuals (max over rows) into `zs`. Returns the batch-mean
+/// loss.
 #[allow(clippy::too_many_arguments)]
 fn blocked_step(
     ctx: &BlockCtx<'_>,
@@ -517,7 +522,6 @@ fn blocked_step(
     step: usize,
     par: Par,
     blocks: &mut Vec<Block>,
-    grads: &mut ParamGrads,
     norms: &mut Vec<f64>,
     zs: &mut Vec<(usize, f64)>,
 ) -> Result<f64> {
@@ -539,9 +543,8 @@ fn blocked_step(
     // The first failing block in row order names the error.
     results.into_iter().collect::<Result<Vec<()>>>()?;
     let (first, rest) = blocks.split_first_mut().expect("a batch has at least one row");
-    std::mem::swap(grads, &mut first.grads);
     let others: Vec<&ParamGrads> = rest.iter().map(|b| &b.grads).collect();
-    *norms = sum_blocks(grads, &others, par);
+    *norms = sum_blocks(&mut first.grads, &others, par);
     let total: f64 = blocks.iter().map(|b| b.value).sum();
     zs.clear();
     zs.extend(blocks[0].zs.iter().rev().map(|&(l, _)| {
@@ -811,7 +814,6 @@ fn train_until(
                         step,
                         cfg.par,
                         &mut blocks,
-                        &mut grads,
                         &mut grad_norms,
                         &mut zs,
                     )?
@@ -819,8 +821,7 @@ fn train_until(
                     base.select_rows_into(&idx, &mut trace.values[0]);
                     model.forward_trace(&mut trace, range.start, range.end, &[], cfg.par)?;
                     check_finite_values(step, range.start, &trace)?;
-                    let mut value;
-                    (value, g) = main_loss(loss, trace.output(), &idx)?;
+                    let mut value = main_loss(loss, trace.output(), &idx, &mut g)?;
                     let mut extra = Vec::new();
                     let mut weight_extra: Vec<(usize, Vec<f32>)> = Vec::new();
                     for a in aux {
@@ -868,15 +869,16 @@ fn train_until(
                         .collect();
                     value
                 };
+                // With row blocks the summed gradients are in the first block's buffers.
+                let grads = match blocks.first_mut() {
+                    Some(b) if blocked => &mut b.grads,
+                    _ => &mut grads,
+                };
                 if grad_norms.iter().any(|v| !v.is_finite()) {
-                    check_finite_grads(step, range.start, &grads)?;
+                    check_finite_grads(step, range.start, grads)?;
                 }
                 let norm = grad_norms.iter().map(|v| v * v).sum::<f64>().sqrt() as f32;
-                let finite = opt.apply(model, range.clone(), &mut grads, norm, &mut wt, cfg.par);
-                if let Some(b) = blocks.first_mut() {
-                    // Back to the first block: it writes the same buffer every step.
-                    std::mem::swap(&mut grads, &mut b.grads);
-                }
+                let finite = opt.apply(model, range.clone(), grads, norm, &mut wt, cfg.par);
                 if !finite {
                     untranspose_weights(model, range.clone(), &wt, cfg.par);
                     check_finite_weights(step, model, range.clone())?;
