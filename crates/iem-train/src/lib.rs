@@ -337,7 +337,8 @@ impl Model {
     ) -> Result<(ParamGrads, Vec<Matrix>)> {
         let n = trace.caches.len();
         let mut input_grads = vec![Matrix::zeros(0, 0); n];
-        let (mut g, mut spare, mut grads) = (g, Matrix::zeros(0, 0), ParamGrads::new());
+        let (mut g, mut spare, mut grads) =
+            (g, [Matrix::zeros(0, 0), Matrix::zeros(0, 0)], ParamGrads::new());
         let bufs = Backward { g: &mut g, spare: &mut spare, grads: &mut grads };
         self.backward_trace(trace, from, bufs, extra, &[], par, true, |i, dx| {
             input_grads[i] = dx.clone();
@@ -345,8 +346,8 @@ impl Model {
         Ok((grads, input_grads))
     }
 
-    /// The backward pass into reusable buffers: `bufs.g` holds `∂L/∂output` on entry (it
-    /// and `bufs.spare` are overwritten), `bufs.grads` receives the parameter gradients,
+    /// The backward pass into reusable buffers: `bufs.g` holds `∂L/∂output` on entry,
+    /// `bufs.spare` is overwritten, `bufs.grads` receives the parameter gradients,
     /// and `on_dx(i, dx)` sees each layer's input gradient as it is computed. `first_dx`:
     /// compute the first layer's input gradient (training skips it when that layer is
     /// linear: its input is data or a frozen layer's output). `wt` as for
@@ -364,33 +365,44 @@ impl Model {
         first_dx: bool,
         mut on_dx: impl FnMut(usize, &Matrix),
     ) -> Result<()> {
-        let Backward { g, spare, grads } = bufs;
+        let Backward { g, spare: [s0, s1], grads } = bufs;
         let n = trace.caches.len();
         grads.resize_with(n, Vec::new);
-        for i in (0..n).rev() {
+        // The output gradient stays in `g`; the layers' input gradients alternate between
+        // the two spares, so every buffer keeps its shape from step to step (one that shrank
+        // to the output's width and grew back would be zero-filled every step). A linear
+        // layer whose input gradient is skipped gets an empty matrix for the same reason.
+        let mut skipped = Matrix::zeros(0, 0);
+        for (k, i) in (0..n).rev().enumerate() {
+            let (cur, next): (&mut Matrix, &mut Matrix) = match k {
+                0 => (&mut *g, &mut *s0),
+                _ if k % 2 == 1 => (&mut *s0, &mut *s1),
+                _ => (&mut *s1, &mut *s0),
+            };
             let l = from + i;
             for (el, e) in extra {
                 if *el == l {
-                    g.axpy(1.0, e)
+                    cur.axpy(1.0, e)
                         .map_err(|e| TrainError::Shape { layer: l, detail: e.to_string() })?;
                 }
             }
             let (x, y) = (&trace.values[i], &trace.values[i + 1]);
             let need_dx = first_dx || i > 0;
+            let linear = matches!(self.layers[l], Layer::Linear { .. });
+            let dx = if need_dx || !linear { next } else { &mut skipped };
             self.layers[l].backward_into(
                 l,
                 x,
                 y,
                 &trace.caches[i],
-                g,
-                spare,
+                cur,
+                dx,
                 &mut grads[i],
                 need_dx,
                 wt.get(i).and_then(Option::as_ref),
                 par,
             )?;
-            on_dx(i, spare);
-            std::mem::swap(g, spare);
+            on_dx(i, dx);
         }
         Ok(())
     }
@@ -398,10 +410,10 @@ impl Model {
 
 /// The buffers of [`Model::backward_trace`].
 pub(crate) struct Backward<'a> {
-    /// `∂L/∂output` on entry; scratch afterwards.
+    /// `∂L/∂output` (plus any extra gradient of the last layer's output afterwards).
     pub g: &'a mut Matrix,
-    /// Scratch.
-    pub spare: &'a mut Matrix,
+    /// The layers' input gradients, alternately (scratch for the caller).
+    pub spare: &'a mut [Matrix; 2],
     /// Parameter gradients per layer.
     pub grads: &'a mut ParamGrads,
 }

@@ -422,7 +422,7 @@ fn check_finite_values(step: usize, from: usize, t: &Trace) -> Result<()> {
 struct Block {
     trace: Trace,
     g: Matrix,
-    spare: Matrix,
+    spare: [Matrix; 2],
     grads: ParamGrads,
     zs: Vec<(usize, f64)>,
     /// The block's summed (not averaged) loss.
@@ -434,7 +434,7 @@ impl Default for Block {
         Block {
             trace: Trace { values: vec![Matrix::zeros(0, 0)], caches: Vec::new() },
             g: Matrix::zeros(0, 0),
-            spare: Matrix::zeros(0, 0),
+            spare: [Matrix::zeros(0, 0), Matrix::zeros(0, 0)],
             grads: ParamGrads::new(),
             zs: Vec::new(),
             value: 0.0,
@@ -776,10 +776,10 @@ fn train_until(
     };
     let base = frozen_input.as_ref().unwrap_or(x);
     // Buffers reused by every step: the trace (batch, layer outputs, caches), the output
-    // gradient and its spare, and the parameter gradients.
+    // gradient and the two input-gradient buffers, and the parameter gradients.
     let mut trace = Trace { values: vec![Matrix::zeros(0, 0)], caches: Vec::new() };
     let mut g = Matrix::zeros(0, 0);
-    let (mut spare, mut grads) = (Matrix::zeros(0, 0), Vec::new());
+    let (mut spare, mut grads) = ([Matrix::zeros(0, 0), Matrix::zeros(0, 0)], Vec::new());
     let zero_sum: Vec<bool> = range.clone().map(|l| model.layers[l].zero_sum()).collect();
     // Buffers of each row block when `row_blocks > 1`, and the transposed weights of the
     // linear layers that the blocks (and the optimiser) then work on.
