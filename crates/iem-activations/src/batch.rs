@@ -208,6 +208,75 @@ impl Activation {
         self.vjp_parts(params, z, &fwd.out, &fwd.aux, g, dz, dparams, par)
     }
 
+    /// Whether [`Activation::forward_in_place`] and [`Activation::vjp_from_output`] serve
+    /// this activation: its backward pass needs only its output, which has the input's
+    /// shape, and it has no parameters or auxiliary state. So far ReLU (`1[y > 0]` is
+    /// `1[z > 0]`). A training loop then keeps one buffer per such layer instead of two.
+    pub fn in_place(&self) -> bool {
+        matches!(self, Activation::Relu)
+    }
+
+    /// The forward pass over `zy` in place: `zy ← f(zy)`, the bits of
+    /// [`Activation::forward_parts`]. An activation without [`Activation::in_place`] is a
+    /// [`ActivationError::Config`].
+    ///
+    /// ```
+    /// use iem_activations::Activation;
+    /// use iem_tensor::{Matrix, Par};
+    /// let mut zy = Matrix::from_vec(1, 3, vec![-1.0, 0.5, 2.0]).unwrap();
+    /// Activation::Relu.forward_in_place(&mut zy, Par::Seq).unwrap();
+    /// assert_eq!(zy.as_slice(), &[0.0, 0.5, 2.0]);
+    /// ```
+    pub fn forward_in_place(&self, zy: &mut Matrix, par: Par) -> Result<()> {
+        if !self.in_place() {
+            return Err(self.not_in_place(zy.cols()));
+        }
+        self.check_params(zy.cols(), 0)?;
+        match self {
+            Activation::Relu => ew::relu_in_place(zy.as_mut_slice(), par),
+            _ => return Err(self.not_in_place(zy.cols())),
+        }
+        Ok(())
+    }
+
+    /// The vector-Jacobian product from the forward output `y` alone (see
+    /// [`Activation::in_place`]): `dz` gets the bits [`Activation::vjp_parts`] gives with the
+    /// input that produced `y`.
+    ///
+    /// ```
+    /// use iem_activations::Activation;
+    /// use iem_tensor::{Matrix, Par};
+    /// let y = Matrix::from_vec(1, 3, vec![0.0, 0.5, 2.0]).unwrap();
+    /// let g = Matrix::from_vec(1, 3, vec![1.0, 1.0, -3.0]).unwrap();
+    /// let mut dz = Matrix::zeros(0, 0);
+    /// Activation::Relu.vjp_from_output(&y, &g, &mut dz, Par::Seq).unwrap();
+    /// assert_eq!(dz.as_slice(), &[0.0, 1.0, -3.0]);
+    /// ```
+    pub fn vjp_from_output(&self, y: &Matrix, g: &Matrix, dz: &mut Matrix, par: Par) -> Result<()> {
+        if !self.in_place() {
+            return Err(self.not_in_place(y.cols()));
+        }
+        self.check_params(y.cols(), 0)?;
+        Self::same_shape("vjp_from_output (g vs forward output)", g, y)?;
+        dz.resize(y.rows(), y.cols());
+        match self {
+            // z > 0 exactly where y = max(z, 0) > 0 (NaN maps to 0 and gets a zero gradient).
+            Activation::Relu => {
+                ew::relu_backward(y.as_slice(), g.as_slice(), dz.as_mut_slice(), par)
+            }
+            _ => return Err(self.not_in_place(y.cols())),
+        }
+        Ok(())
+    }
+
+    fn not_in_place(&self, k: usize) -> ActivationError {
+        ActivationError::Config(ConfigError {
+            activation: self.name(),
+            width: k,
+            reason: "its backward pass needs its input: no in-place form".into(),
+        })
+    }
+
     /// As [`Activation::vjp_into`], with the forward output `out` and auxiliary state `aux`
     /// (what [`Activation::forward_parts`] wrote) and the gradients in separate buffers.
     #[allow(clippy::too_many_arguments)]

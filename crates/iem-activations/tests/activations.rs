@@ -382,3 +382,46 @@ fn jacobian_snapshots() {
     }
     insta::assert_snapshot!("jacobians_at_fixed_input", all);
 }
+
+/// The in-place forms give the two-buffer path's bits (specials included: NaN, ±0, ±Inf in
+/// the input), on 1 or 2 threads; activations without them say so with a config error.
+#[test]
+fn in_place_forms_match_the_two_buffer_path() {
+    assert!(Activation::Relu.in_place(), "at least ReLU has the in-place forms");
+    let mut r = ChaCha8Rng::seed_from_u64(71);
+    let bits = |m: &Matrix| m.as_slice().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let specials = [f32::NAN, -0.0, 0.0, f32::INFINITY, f32::NEG_INFINITY];
+    for k in WIDTHS {
+        for act in all_at(k) {
+            let n = 5;
+            let mut z = Matrix::from_fn(n, k, |_, _| r.random_range(-3.0f32..3.0));
+            for (i, &sp) in specials.iter().enumerate() {
+                let (row, col) = (i % n, (i * 7) % k);
+                z.set(row, col, sp);
+            }
+            let g = Matrix::from_fn(n, act.output_width(k), |_, _| r.random_range(-1.0f32..1.0));
+            if !act.in_place() {
+                let e = act.forward_in_place(&mut z.clone(), Par::Seq).unwrap_err();
+                assert!(e.to_string().contains("no in-place form"), "{e}");
+                let e = act.vjp_from_output(&z, &g, &mut Matrix::zeros(0, 0), Par::Seq);
+                assert!(e.unwrap_err().to_string().contains("no in-place form"));
+                continue;
+            }
+            let p = vec![0.0f32; act.num_params(k)];
+            let (mut out, mut aux) = (Matrix::zeros(0, 0), Matrix::zeros(0, 0));
+            act.forward_parts(&p, &z, &mut out, &mut aux, Par::Seq).unwrap();
+            let (mut dz, mut dp) = (Matrix::zeros(0, 0), Vec::new());
+            act.vjp_parts(&p, &z, &out, &aux, &g, &mut dz, &mut dp, Par::Seq).unwrap();
+            for par in [Par::Seq, Par::Rayon(2)] {
+                let mut zy = z.clone();
+                act.forward_in_place(&mut zy, par).unwrap();
+                assert_eq!(bits(&zy), bits(&out), "{} forward at width {k}", act.name());
+                let mut d = Matrix::filled(1, 1, 9.0);
+                act.vjp_from_output(&zy, &g, &mut d, par).unwrap();
+                assert_eq!(bits(&d), bits(&dz), "{} vjp at width {k}", act.name());
+            }
+            let e = act.vjp_from_output(&out, &Matrix::zeros(n + 1, k), &mut dz, Par::Seq);
+            assert!(e.is_err(), "a gradient of the wrong shape is an error");
+        }
+    }
+}

@@ -101,6 +101,20 @@ fn unary(op_name: &str, op: Un, x: &[f32], out: &mut [f32], par: Par) {
 pub fn relu(z: &[f32], out: &mut [f32], par: Par) {
     unary("relu", Un::Relu, z, out, par)
 }
+/// [`relu`] in place: `x ← max(x, 0)`, the same bits (NaN maps to 0).
+pub fn relu_in_place(x: &mut [f32], par: Par) {
+    chunks(par, x, |_, o| simd::run(ReluInPlaceK { x: o }));
+}
+struct ReluInPlaceK<'a> {
+    x: &'a mut [f32],
+}
+impl Kernel for ReluInPlaceK<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        map_inplace(s, self.x, ReluOp);
+    }
+}
 /// `|z|`.
 pub fn abs(z: &[f32], out: &mut [f32], par: Par) {
     unary("abs", Un::Abs, z, out, par)

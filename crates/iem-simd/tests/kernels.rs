@@ -284,6 +284,34 @@ fn extreme_inputs_stay_finite() {
     assert!(ls[3..].iter().all(|v| v.is_finite()));
 }
 
+/// `relu_in_place` gives `relu`'s bits, specials included (NaN → 0, ±0 → +0, ±Inf), at the
+/// first, a middle and the last position of every size, and over parallel chunks.
+#[test]
+fn relu_in_place_is_relu() {
+    let mut r = rng(61);
+    let specials = [f32::NAN, -0.0, 0.0, f32::INFINITY, f32::NEG_INFINITY, -1e-40];
+    let mut lens = sizes();
+    lens.push(70_001); // more than one parallel chunk
+    for &n in &lens {
+        for (si, &sp) in specials.iter().enumerate() {
+            let mut z = randv(&mut r, n, -3.0, 3.0);
+            for pos in [0, n / 2, n.saturating_sub(1)] {
+                if n > 0 {
+                    z[(pos + si) % n] = sp;
+                }
+            }
+            let mut want = vec![7.0; n];
+            ew::relu(&z, &mut want, Par::Seq);
+            for par in [Par::Seq, Par::Rayon(2)] {
+                let mut got = z.clone();
+                ew::relu_in_place(&mut got, par);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "n = {n}, special {sp}, {par:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn elementwise_against_reference() {
     let mut r = rng(6);
