@@ -388,7 +388,9 @@ impl Layer {
     /// skip their largest product; other kinds compute it anyway. Linear layers and
     /// activations allocate nothing once the shapes are stable. `wt` as for
     /// [`Layer::forward_into_t`]: given `Wᵀ`, a linear layer writes its weight gradient in
-    /// that layout too (`Xᵀ·G`, `in × out`) and computes `∂L/∂x = G·W` from it.
+    /// that layout too (`Xᵀ·G`, `in × out`) and computes `∂L/∂x = G·W` from it. An
+    /// activation given an empty `x` (`0 × 0`) was computed in place by the trainer's
+    /// forward pass (`Model::forward_trace` with `fuse`) and takes its gradient from `y`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_into(
         &self,
@@ -427,6 +429,14 @@ impl Layer {
                     dx.resize(0, 0);
                 }
                 Ok(())
+            }
+            // Computed in place by `Model::forward_trace` (its input slot left empty).
+            (Layer::Act { act, params, .. }, Cache::Act(_))
+                if x.shape() == (0, 0) && y.rows() > 0 && params.is_empty() && act.in_place() =>
+            {
+                pg.clear();
+                act.vjp_from_output(y, g, dx, par)
+                    .map_err(|e| TrainError::Config(format!("layer {index}: {e}")))
             }
             (Layer::Act { act, params, .. }, Cache::Act(f)) => {
                 pg.resize_with(usize::from(!params.is_empty()), Vec::new);

@@ -280,7 +280,7 @@ impl Model {
         par: Par,
     ) -> Result<Trace> {
         let mut t = Trace { values: vec![x], caches: Vec::new() };
-        self.forward_trace(&mut t, from, to, &[], par)?;
+        self.forward_trace(&mut t, from, to, &[], par, None)?;
         Ok(t)
     }
 
@@ -288,6 +288,16 @@ impl Model {
     /// trace already holds (a training loop keeps one trace for the whole run). `wt[i]`,
     /// when present, is the transposed weight matrix of linear layer `from + i` (see
     /// [`Layer::forward_into_t`]); `wt` may be empty.
+    ///
+    /// `fuse = Some(step)` (training, when nothing reads a linear layer's own output): a
+    /// linear layer followed by an activation with an in-place form
+    /// ([`Activation::in_place`], e.g. ReLU) writes its output straight into the
+    /// activation's slot, which the activation then overwrites; the linear layer's slot is
+    /// left `0 × 0` and [`Layer::backward_into`] takes the activation's gradient from its
+    /// output. One buffer less per such pair, same values. Because the activation may hide a
+    /// NaN (ReLU maps it to 0), the linear output is checked first, and a non-finite one is
+    /// reported as `check_finite_values` would: the first non-finite output in layer order,
+    /// at step `step`.
     pub(crate) fn forward_trace(
         &self,
         t: &mut Trace,
@@ -295,15 +305,54 @@ impl Model {
         to: usize,
         wt: &[Option<Matrix>],
         par: Par,
+        fuse: Option<usize>,
     ) -> Result<()> {
         let n = to.saturating_sub(from);
         t.values.resize_with(n + 1, || Matrix::zeros(0, 0));
         t.caches.resize_with(n, Cache::default);
-        for i in 0..n {
-            let (done, rest) = t.values.split_at_mut(i + 1);
+        let mut i = 0;
+        while i < n {
             let l = from + i;
             let w = wt.get(i).and_then(Option::as_ref);
+            let in_place_act = match self.layers.get(l + 1) {
+                Some(Layer::Act { act, params, .. }) if i + 1 < n && params.is_empty() => {
+                    Some(act).filter(|a| a.in_place())
+                }
+                _ => None,
+            };
+            if let (Some(step), Some(act), Layer::Linear { .. }) =
+                (fuse, in_place_act, &self.layers[l])
+            {
+                let (done, rest) = t.values.split_at_mut(i + 1);
+                let (skipped, rest) = rest.split_at_mut(1);
+                let zy = &mut rest[0];
+                self.layers[l].forward_into_t(l, &done[i], zy, &mut t.caches[i], w, par)?;
+                if !iem_simd::elementwise::all_finite(zy.as_slice()) {
+                    let first = done[1..]
+                        .iter()
+                        .position(|v| !iem_simd::elementwise::all_finite(v.as_slice()));
+                    let layer = first.map_or(l, |j| from + j);
+                    return Err(TrainError::NonFinite {
+                        step,
+                        layer: Some(layer),
+                        quantity: "activation",
+                    });
+                }
+                skipped[0].resize(0, 0);
+                act.forward_in_place(zy, par)
+                    .map_err(|e| TrainError::Config(format!("layer {}: {e}", l + 1)))?;
+                if !matches!(t.caches[i + 1], Cache::Act(_)) {
+                    t.caches[i + 1] = Cache::Act(iem_activations::Forward {
+                        out: Matrix::zeros(0, 0),
+                        aux: Matrix::zeros(0, 0),
+                    });
+                }
+                i += 2;
+                continue;
+            }
+            let (done, rest) = t.values.split_at_mut(i + 1);
             self.layers[l].forward_into_t(l, &done[i], &mut rest[0], &mut t.caches[i], w, par)?;
+            i += 1;
         }
         Ok(())
     }
@@ -416,4 +465,70 @@ pub(crate) struct Backward<'a> {
     pub spare: &'a mut [Matrix; 2],
     /// Parameter gradients per layer.
     pub grads: &'a mut ParamGrads,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A training trace with fused linear + ReLU pairs gives the unfused trace's output,
+    /// parameter gradients and input gradients bit for bit (on a batch holding exact
+    /// zeros), and leaves the fused linear layers' slots empty.
+    #[test]
+    fn fused_relu_pairs_change_no_bit() {
+        let m = Model::mlp(
+            &[5, 9, 7, 3],
+            &[Activation::Relu, Activation::Relu],
+            Init::PytorchDefault,
+            3,
+        )
+        .unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let x = Matrix::from_fn(6, 5, |i, j| {
+            if (i + j) % 4 == 0 { 0.0 } else { rng.random_range(-2.0f32..2.0) }
+        });
+        let g = Matrix::from_fn(6, 3, |_, _| rng.random_range(-1.0f32..1.0));
+        let n = m.layers.len();
+        let run = |fuse: Option<usize>| {
+            let mut t = Trace { values: vec![x.clone()], caches: Vec::new() };
+            m.forward_trace(&mut t, 0, n, &[], Par::Seq, fuse).unwrap();
+            let (mut gg, mut spare, mut grads) =
+                (g.clone(), [Matrix::zeros(0, 0), Matrix::zeros(0, 0)], ParamGrads::new());
+            let mut dxs = vec![Vec::new(); n];
+            let bufs = Backward { g: &mut gg, spare: &mut spare, grads: &mut grads };
+            m.backward_trace(&t, 0, bufs, &[], &[], Par::Seq, false, |i, dx| {
+                dxs[i] = dx.as_slice().iter().map(|v| v.to_bits()).collect();
+            })
+            .unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let grads: Vec<Vec<u32>> = grads.iter().flatten().map(|p| bits(p)).collect();
+            let shapes: Vec<(usize, usize)> = t.values.iter().map(Matrix::shape).collect();
+            (bits(t.output().as_slice()), grads, dxs, shapes)
+        };
+        let (out0, grads0, dx0, shapes0) = run(None);
+        let (out1, grads1, dx1, shapes1) = run(Some(0));
+        assert_eq!(out0, out1);
+        assert_eq!(grads0, grads1);
+        assert_eq!(dx0, dx1);
+        // Slots 1 and 3 (the linear outputs feeding the ReLUs) are empty when fused.
+        assert_eq!(shapes0[1], (6, 9));
+        assert_eq!((shapes1[1], shapes1[3]), ((0, 0), (0, 0)));
+        assert_eq!(shapes1[2], (6, 9));
+    }
+
+    /// A non-finite linear output that the fused ReLU would hide (NaN → 0) is still
+    /// reported at the linear layer.
+    #[test]
+    fn fused_relu_pairs_still_report_a_nan() {
+        let mut m = Model::mlp(&[2, 4, 3], &[Activation::Relu], Init::PytorchDefault, 1).unwrap();
+        if let Layer::Linear { w, .. } = &mut m.layers[0] {
+            w.set(2, 1, f32::NAN);
+        }
+        let x = Matrix::from_fn(3, 2, |i, j| (i + j) as f32 - 1.5);
+        let mut t = Trace { values: vec![x], caches: Vec::new() };
+        match m.forward_trace(&mut t, 0, 3, &[], Par::Seq, Some(7)) {
+            Err(TrainError::NonFinite { step: 7, layer: Some(0), quantity: "activation" }) => {}
+            other => panic!("expected a non-finite activation at layer 0, got {other:?}"),
+        }
+    }
 }

@@ -466,7 +466,14 @@ impl BlockCtx<'_> {
     ) -> Result<()> {
         let Block { trace, g, spare, grads, zs, value } = blk;
         self.base.select_rows_into(rows, &mut trace.values[0]);
-        self.model.forward_trace(trace, self.range.start, self.range.end, self.wt, par)?;
+        self.model.forward_trace(
+            trace,
+            self.range.start,
+            self.range.end,
+            self.wt,
+            par,
+            Some(step),
+        )?;
         check_finite_values(step, self.range.start, trace)?;
         *value = block_loss(self.loss, trace.output(), rows, batch, g)?;
         zs.clear();
@@ -819,7 +826,9 @@ fn train_until(
                     )?
                 } else {
                     base.select_rows_into(&idx, &mut trace.values[0]);
-                    model.forward_trace(&mut trace, range.start, range.end, &[], cfg.par)?;
+                    // An auxiliary objective may read any layer's output: no fused pairs.
+                    let fuse = aux.is_empty().then_some(step);
+                    model.forward_trace(&mut trace, range.start, range.end, &[], cfg.par, fuse)?;
                     check_finite_values(step, range.start, &trace)?;
                     let mut value = main_loss(loss, trace.output(), &idx, &mut g)?;
                     let mut extra = Vec::new();

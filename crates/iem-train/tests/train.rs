@@ -536,7 +536,12 @@ fn row_blocks_give_the_batch_gradient_for_every_layer_kind() {
     let x = Matrix::from_fn(7, 3, |_, _| r.random_range(-1.5f32..1.5));
     let y: Vec<usize> = (0..7).map(|i| i % 3).collect();
     let ce = Loss::CrossEntropy(y.clone());
-    for (mi, m) in models().into_iter().enumerate() {
+    // Plus linear + ReLU pairs, which the trainer computes in place (the finite-difference
+    // checker above would straddle ReLU's kinks).
+    let relu =
+        Model::mlp(&[3, 6, 5, 3], &[Activation::Relu, Activation::Relu], Init::PytorchDefault, 5)
+            .unwrap();
+    for (mi, m) in models().into_iter().chain([relu]).enumerate() {
         let g = grad_of(&m, &x, &y);
         let (whole, info1) = one_sgd_step(&m, &x, &ce, 1, Par::Seq);
         // 7 rows in blocks of 3, 3 and 1; and more blocks than rows (one row each).
