@@ -210,10 +210,19 @@ impl Activation {
 
     /// Whether [`Activation::forward_in_place`] and [`Activation::vjp_from_output`] serve
     /// this activation: its backward pass needs only its output, which has the input's
-    /// shape, and it has no parameters or auxiliary state. So far ReLU (`1[y > 0]` is
-    /// `1[z > 0]`). A training loop then keeps one buffer per such layer instead of two.
+    /// shape, and it has no parameters or auxiliary state. ReLU (`1[y > 0]` is `1[z > 0]`),
+    /// softmax at a fixed temperature, log-softmax (the softmax is `exp y`) and grouped
+    /// softmax; not SoLU (`z ⊙ softmax(z)` needs `z`) nor a learned temperature (its
+    /// gradient needs `z`). A training loop then keeps one buffer per such layer instead
+    /// of two.
     pub fn in_place(&self) -> bool {
-        matches!(self, Activation::Relu)
+        matches!(
+            self,
+            Activation::Relu
+                | Activation::Softmax { temperature: Temperature::Fixed(_) }
+                | Activation::LogSoftmax
+                | Activation::GroupedSoftmax { .. }
+        )
     }
 
     /// The forward pass over `zy` in place: `zy ← f(zy)`, the bits of
@@ -232,9 +241,18 @@ impl Activation {
             return Err(self.not_in_place(zy.cols()));
         }
         self.check_params(zy.cols(), 0)?;
+        let k = zy.cols();
+        let x = zy.as_mut_slice();
         match self {
-            Activation::Relu => ew::relu_in_place(zy.as_mut_slice(), par),
-            _ => return Err(self.not_in_place(zy.cols())),
+            Activation::Relu => ew::relu_in_place(x, par),
+            Activation::Softmax { temperature: Temperature::Fixed(t) } => {
+                rows::softmax_in_place(x, k, 1.0 / t, par)
+            }
+            Activation::LogSoftmax => rows::log_softmax_in_place(x, k, par),
+            Activation::GroupedSoftmax { group, tau } => {
+                rows::grouped_softmax_in_place(x, k, *group, 1.0 / tau, par)
+            }
+            _ => return Err(self.not_in_place(k)),
         }
         Ok(())
     }
@@ -259,12 +277,18 @@ impl Activation {
         self.check_params(y.cols(), 0)?;
         Self::same_shape("vjp_from_output (g vs forward output)", g, y)?;
         dz.resize(y.rows(), y.cols());
+        let (k, ys, gs, ds) = (y.cols(), y.as_slice(), g.as_slice(), dz.as_mut_slice());
         match self {
             // z > 0 exactly where y = max(z, 0) > 0 (NaN maps to 0 and gets a zero gradient).
-            Activation::Relu => {
-                ew::relu_backward(y.as_slice(), g.as_slice(), dz.as_mut_slice(), par)
+            Activation::Relu => ew::relu_backward(ys, gs, ds, par),
+            Activation::Softmax { temperature: Temperature::Fixed(t) } => {
+                rows::softmax_backward(ys, gs, k, 1.0 / t, ds, par)
             }
-            _ => return Err(self.not_in_place(y.cols())),
+            Activation::LogSoftmax => rows::log_softmax_backward(ys, gs, k, ds, par),
+            Activation::GroupedSoftmax { group, tau } => {
+                rows::grouped_softmax_backward(ys, gs, k, *group, 1.0 / tau, ds, par)
+            }
+            _ => return Err(self.not_in_place(k)),
         }
         Ok(())
     }

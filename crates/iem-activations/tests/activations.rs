@@ -387,7 +387,7 @@ fn jacobian_snapshots() {
 /// the input), on 1 or 2 threads; activations without them say so with a config error.
 #[test]
 fn in_place_forms_match_the_two_buffer_path() {
-    assert!(Activation::Relu.in_place(), "at least ReLU has the in-place forms");
+    assert!(Activation::Relu.in_place() && Activation::LogSoftmax.in_place());
     let mut r = ChaCha8Rng::seed_from_u64(71);
     let bits = |m: &Matrix| m.as_slice().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     let specials = [f32::NAN, -0.0, 0.0, f32::INFINITY, f32::NEG_INFINITY];

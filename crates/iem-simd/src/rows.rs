@@ -116,6 +116,19 @@ where
     }
 }
 
+/// Runs `f(block)` over the fixed row blocks of [`blocks`], in place.
+fn blocks_in_place<F>(par: Par, x: &mut [f32], cols: usize, f: F)
+where
+    F: Fn(&mut [f32]) + Sync + Send,
+{
+    let br = block_rows(cols) * cols.max(1);
+    if par.degree() > 1 && x.len() > BLOCK_ELEMS {
+        x.par_chunks_mut(br).for_each(f);
+    } else {
+        x.chunks_mut(br).for_each(f);
+    }
+}
+
 macro_rules! row_kernel {
     ($name:ident { $($field:ident : $ty:ty),* } |$s:ident, $this:ident| $body:block) => {
         struct $name<'a> { $($field: $ty,)* _p: std::marker::PhantomData<&'a ()> }
@@ -244,6 +257,33 @@ pub fn softmax(x: &[f32], cols: usize, inv_tau: f32, out: &mut [f32], par: Par) 
     });
 }
 
+row_kernel!(SoftmaxInPlaceK { x: &'a mut [f32], cols: usize, c: f32 } |s, k| {
+    for row in k.x.chunks_exact_mut(k.cols) {
+        // softmax_row's steps on one buffer: the shift from the row before it is touched.
+        let c = k.c;
+        let m = if c >= 0.0 { row_max(s, row) } else { -row_max_neg(s, row) };
+        if m == f32::NEG_INFINITY && c >= 0.0 || m == f32::INFINITY && c < 0.0 {
+            let u = 1.0 / row.len() as f32;
+            row.fill(u);
+            continue;
+        }
+        map_inplace(s, row, ExpShift(m, c));
+        let inv = 1.0 / row_sum(s, row);
+        map_inplace(s, row, Scale(inv));
+    }
+});
+
+/// [`softmax`] in place: `x ← softmax(x / τ)`, the same bits.
+pub fn softmax_in_place(x: &mut [f32], cols: usize, inv_tau: f32, par: Par) {
+    rows_of("softmax_in_place", x.len(), cols);
+    if x.is_empty() {
+        return;
+    }
+    blocks_in_place(par, x, cols, |x| {
+        simd::run(SoftmaxInPlaceK { x, cols, c: inv_tau, _p: Default::default() })
+    });
+}
+
 row_kernel!(SoftmaxBwdK { sm: &'a [f32], g: &'a [f32], cols: usize, c: f32, out: &'a mut [f32] } |s, k| {
     let n = k.cols;
     for r in 0..k.out.len() / n {
@@ -313,6 +353,30 @@ pub fn log_softmax(x: &[f32], cols: usize, out: &mut [f32], par: Par) {
     }
     blocks(par, x, cols, out, cols, |x, out| {
         simd::run(LogSoftmaxK { x, cols, out, _p: Default::default() })
+    });
+}
+
+row_kernel!(LogSoftmaxInPlaceK { x: &'a mut [f32], cols: usize } |s, k| {
+    for row in k.x.chunks_exact_mut(k.cols) {
+        let m = row_max(s, row);
+        if m == f32::NEG_INFINITY {
+            let v = -(row.len() as f32).ln();
+            row.fill(v);
+            continue;
+        }
+        let lse = m + sum_exp_shifted(s, row, m, 1.0).ln();
+        map_inplace(s, row, SubConst(lse));
+    }
+});
+
+/// [`log_softmax`] in place: `x ← x − lse(x)`, the same bits.
+pub fn log_softmax_in_place(x: &mut [f32], cols: usize, par: Par) {
+    rows_of("log_softmax_in_place", x.len(), cols);
+    if x.is_empty() {
+        return;
+    }
+    blocks_in_place(par, x, cols, |x| {
+        simd::run(LogSoftmaxInPlaceK { x, cols, _p: Default::default() })
     });
 }
 
@@ -599,6 +663,25 @@ fn group_shift(x: &[f32], out: &mut [f32], c: f32, m: usize) {
     }
 }
 
+/// [`group_shift`] in place.
+#[inline(always)]
+fn group_shift_in_place(x: &mut [f32], c: f32, m: usize) {
+    for g in x.chunks_exact_mut(m) {
+        let mx = g.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if mx == f32::NEG_INFINITY {
+            g.fill(0.0);
+            continue;
+        }
+        g.iter_mut().for_each(|v| *v = (*v - mx) * c);
+    }
+}
+
+row_kernel!(SmallGroupSoftmaxInPlaceK { x: &'a mut [f32], group: usize, c: f32 } |s, k| {
+    with_group_width!(k.group, |m| group_shift_in_place(k.x, k.c, m));
+    map_inplace(s, k.x, ExpOp);
+    with_group_width!(k.group, |m| group_normalise(k.x, m));
+});
+
 /// Divides every group of `m` by its sum (summed in order).
 #[inline(always)]
 fn group_normalise(out: &mut [f32], m: usize) {
@@ -663,6 +746,25 @@ pub fn grouped_softmax(
     }
     drive(par, cols, x, &[], &[], out, |x, _, _, o| {
         simd::run(SmallGroupSoftmaxK { x, group, c: inv_tau, out: o, _p: Default::default() })
+    });
+}
+
+/// [`grouped_softmax`] in place, the same bits.
+pub fn grouped_softmax_in_place(x: &mut [f32], cols: usize, group: usize, inv_tau: f32, par: Par) {
+    rows_of("grouped_softmax_in_place", x.len(), cols);
+    assert!(
+        group > 0 && cols.is_multiple_of(group),
+        "grouped_softmax_in_place: group {group} does not divide {cols}"
+    );
+    if x.is_empty() {
+        return;
+    }
+    if group > SMALL_GROUP || group == cols {
+        return softmax_in_place(x, group, inv_tau, par);
+    }
+    // `drive`'s row blocks.
+    blocks_in_place(par, x, cols, |x| {
+        simd::run(SmallGroupSoftmaxInPlaceK { x, group, c: inv_tau, _p: Default::default() })
     });
 }
 

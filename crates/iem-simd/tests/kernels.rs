@@ -312,6 +312,49 @@ fn relu_in_place_is_relu() {
     }
 }
 
+/// The in-place softmax family gives the out-of-place kernels' bits: odd widths, every
+/// small group width and a large one, a negative temperature, rows of all −∞, rows with
+/// +∞ or NaN, and more rows than one parallel block, on 1 or 2 threads.
+#[test]
+fn softmax_family_in_place_matches() {
+    let mut r = rng(62);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for cols in [1usize, 3, 7, 8, 16, 17, 32, 33, 64, 256] {
+        for rows_n in [1usize, 5, 300] {
+            let mut x = randv(&mut r, rows_n * cols, -6.0, 6.0);
+            if rows_n >= 5 {
+                x[cols..2 * cols].fill(f32::NEG_INFINITY);
+                x[2 * cols + cols / 2] = f32::INFINITY;
+                x[3 * cols] = f32::NAN;
+                x[4 * cols + cols - 1] = f32::NEG_INFINITY;
+            }
+            for par in [Par::Seq, Par::Rayon(2)] {
+                let mut want = vec![0.0; x.len()];
+                for c in [1.0f32, 0.37, -0.8] {
+                    rows::softmax(&x, cols, c, &mut want, Par::Seq);
+                    let mut got = x.clone();
+                    rows::softmax_in_place(&mut got, cols, c, par);
+                    assert_eq!(bits(&got), bits(&want), "softmax {rows_n}x{cols} c={c} {par:?}");
+                }
+                rows::log_softmax(&x, cols, &mut want, Par::Seq);
+                let mut got = x.clone();
+                rows::log_softmax_in_place(&mut got, cols, par);
+                assert_eq!(bits(&got), bits(&want), "log_softmax {rows_n}x{cols} {par:?}");
+                for group in (1..=cols).filter(|g| cols.is_multiple_of(*g)) {
+                    rows::grouped_softmax(&x, cols, group, 0.7, &mut want, Par::Seq);
+                    let mut got = x.clone();
+                    rows::grouped_softmax_in_place(&mut got, cols, group, 0.7, par);
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "grouped softmax {rows_n}x{cols} group {group} {par:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn elementwise_against_reference() {
     let mut r = rng(6);
