@@ -471,49 +471,54 @@ pub(crate) struct Backward<'a> {
 mod tests {
     use super::*;
 
-    /// A training trace with fused linear + ReLU pairs gives the unfused trace's output,
-    /// parameter gradients and input gradients bit for bit (on a batch holding exact
-    /// zeros), and leaves the fused linear layers' slots empty.
+    /// A training trace with fused pairs (linear + an activation with an in-place form)
+    /// gives the unfused trace's output, parameter gradients and input gradients bit for
+    /// bit (on a batch holding exact zeros), and leaves the fused linear layers' slots empty.
     #[test]
-    fn fused_relu_pairs_change_no_bit() {
-        let m = Model::mlp(
-            &[5, 9, 7, 3],
-            &[Activation::Relu, Activation::Relu],
-            Init::PytorchDefault,
-            3,
-        )
-        .unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let x = Matrix::from_fn(6, 5, |i, j| {
-            if (i + j) % 4 == 0 { 0.0 } else { rng.random_range(-2.0f32..2.0) }
-        });
-        let g = Matrix::from_fn(6, 3, |_, _| rng.random_range(-1.0f32..1.0));
-        let n = m.layers.len();
-        let run = |fuse: Option<usize>| {
-            let mut t = Trace { values: vec![x.clone()], caches: Vec::new() };
-            m.forward_trace(&mut t, 0, n, &[], Par::Seq, fuse).unwrap();
-            let (mut gg, mut spare, mut grads) =
-                (g.clone(), [Matrix::zeros(0, 0), Matrix::zeros(0, 0)], ParamGrads::new());
-            let mut dxs = vec![Vec::new(); n];
-            let bufs = Backward { g: &mut gg, spare: &mut spare, grads: &mut grads };
-            m.backward_trace(&t, 0, bufs, &[], &[], Par::Seq, false, |i, dx| {
-                dxs[i] = dx.as_slice().iter().map(|v| v.to_bits()).collect();
-            })
-            .unwrap();
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            let grads: Vec<Vec<u32>> = grads.iter().flatten().map(|p| bits(p)).collect();
-            let shapes: Vec<(usize, usize)> = t.values.iter().map(Matrix::shape).collect();
-            (bits(t.output().as_slice()), grads, dxs, shapes)
-        };
-        let (out0, grads0, dx0, shapes0) = run(None);
-        let (out1, grads1, dx1, shapes1) = run(Some(0));
-        assert_eq!(out0, out1);
-        assert_eq!(grads0, grads1);
-        assert_eq!(dx0, dx1);
-        // Slots 1 and 3 (the linear outputs feeding the ReLUs) are empty when fused.
-        assert_eq!(shapes0[1], (6, 9));
-        assert_eq!((shapes1[1], shapes1[3]), ((0, 0), (0, 0)));
-        assert_eq!(shapes1[2], (6, 9));
+    fn fused_pairs_change_no_bit() {
+        use iem_activations::Temperature;
+        let grouped = Activation::GroupedSoftmax { group: 3, tau: 0.8 };
+        let softmax = Activation::Softmax { temperature: Temperature::Fixed(0.7) };
+        for acts in [
+            [Activation::Relu, Activation::Relu],
+            [softmax, Activation::LogSoftmax],
+            [grouped, Activation::Relu],
+        ] {
+            assert!(acts.iter().all(Activation::in_place));
+            let m = Model::mlp(&[5, 9, 6, 3], &acts, Init::PytorchDefault, 3).unwrap();
+            let mut rng = ChaCha8Rng::seed_from_u64(5);
+            let x = Matrix::from_fn(6, 5, |i, j| {
+                if (i + j) % 4 == 0 { 0.0 } else { rng.random_range(-2.0f32..2.0) }
+            });
+            let g = Matrix::from_fn(6, 3, |_, _| rng.random_range(-1.0f32..1.0));
+            let n = m.layers.len();
+            let run = |fuse: Option<usize>| {
+                let mut t = Trace { values: vec![x.clone()], caches: Vec::new() };
+                m.forward_trace(&mut t, 0, n, &[], Par::Seq, fuse).unwrap();
+                let (mut gg, mut spare, mut grads) =
+                    (g.clone(), [Matrix::zeros(0, 0), Matrix::zeros(0, 0)], ParamGrads::new());
+                let mut dxs = vec![Vec::new(); n];
+                let bufs = Backward { g: &mut gg, spare: &mut spare, grads: &mut grads };
+                m.backward_trace(&t, 0, bufs, &[], &[], Par::Seq, false, |i, dx| {
+                    dxs[i] = dx.as_slice().iter().map(|v| v.to_bits()).collect();
+                })
+                .unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let grads: Vec<Vec<u32>> = grads.iter().flatten().map(|p| bits(p)).collect();
+                let shapes: Vec<(usize, usize)> = t.values.iter().map(Matrix::shape).collect();
+                (bits(t.output().as_slice()), grads, dxs, shapes)
+            };
+            let (out0, grads0, dx0, shapes0) = run(None);
+            let (out1, grads1, dx1, shapes1) = run(Some(0));
+            let name = acts[0].name();
+            assert_eq!(out0, out1, "{name}");
+            assert_eq!(grads0, grads1, "{name}");
+            assert_eq!(dx0, dx1, "{name}");
+            // Slots 1 and 3 (the linear outputs feeding the activations) are empty when fused.
+            assert_eq!(shapes0[1], (6, 9));
+            assert_eq!((shapes1[1], shapes1[3]), ((0, 0), (0, 0)), "{name}");
+            assert_eq!(shapes1[2], (6, 9));
+        }
     }
 
     /// A non-finite linear output that the fused ReLU would hide (NaN → 0) is still
