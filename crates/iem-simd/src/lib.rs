@@ -8,9 +8,10 @@
 //! - [`gemm`]: `C = α·op(A)·op(B) + β·C + bias` in the layouts training needs (`A·B`, `Aᵀ·B`,
 //!   `A·Bᵀ`).
 //! - [`rows`]: row max / sum / log-sum-exp, softmax (with temperature), grouped softmax,
-//!   log-softmax, SoLU, and their backward passes.
-//! - [`elementwise`]: ReLU, |·|, exp, ln and their backward passes; `axpy`, `scale`, `dot`,
-//!   Adam/AdamW and SGD update loops.
+//!   log-softmax, SoLU, and their backward passes; in-place softmax, grouped softmax and
+//!   log-softmax (the same bits).
+//! - [`elementwise`]: ReLU (also in place), |·|, exp, ln and their backward passes; `axpy`,
+//!   `scale`, `dot`, Adam/AdamW and SGD update loops.
 //! - [`distance`]: batch-by-prototype squared distances through one GEMM.
 //! - [`math`]: the vectorised `exp`/`ln` with their tested error bounds.
 //! - [`reference`](mod@reference): plain f64 implementations every kernel is tested against.
