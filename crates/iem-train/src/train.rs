@@ -177,7 +177,8 @@ pub struct StepInfo {
     /// Gradient norm of each trained layer's parameters.
     pub grad_norms: Vec<f64>,
     /// `(layer, max_n |Σ_j ∂L/∂z_nj|)` for each zero-sum (competitive) layer: the
-    /// zero-sum residual, 0 to rounding when competition is exact.
+    /// zero-sum residual, 0 to rounding when competition is exact. Empty when the observer
+    /// does not want it ([`Observer::wants_zero_sum`]).
     pub zero_sum: Vec<(usize, f64)>,
 }
 
@@ -197,10 +198,19 @@ pub trait Observer {
     fn wants_model(&self) -> bool {
         true
     }
+    /// Whether [`Observer::on_step`] reads [`StepInfo::zero_sum`] (default `true`); an
+    /// observer that answers `false` spares the trainer a pass over each competitive
+    /// layer's input gradient every step.
+    fn wants_zero_sum(&self) -> bool {
+        true
+    }
 }
 
 impl Observer for () {
     fn wants_model(&self) -> bool {
+        false
+    }
+    fn wants_zero_sum(&self) -> bool {
         false
     }
 }
@@ -787,7 +797,8 @@ fn train_until(
     let mut trace = Trace { values: vec![Matrix::zeros(0, 0)], caches: Vec::new() };
     let mut g = Matrix::zeros(0, 0);
     let (mut spare, mut grads) = ([Matrix::zeros(0, 0), Matrix::zeros(0, 0)], Vec::new());
-    let zero_sum: Vec<bool> = range.clone().map(|l| model.layers[l].zero_sum()).collect();
+    let zero_sum: Vec<bool> =
+        range.clone().map(|l| obs.wants_zero_sum() && model.layers[l].zero_sum()).collect();
     // Buffers of each row block when `row_blocks > 1`, and the transposed weights of the
     // linear layers that the blocks (and the optimiser) then work on.
     let mut blocks: Vec<Block> = Vec::new();

@@ -229,6 +229,7 @@ fn end_to_end_learns_and_observes() {
         3,
     )
     .unwrap();
+    let m0 = m.clone();
     let cfg = TrainConfig {
         epochs: 40,
         batch: 32,
@@ -240,12 +241,29 @@ fn end_to_end_learns_and_observes() {
     let rep =
         train::end_to_end(&mut m, &x, &Loss::CrossEntropy(y.clone()), &[], &cfg, &mut rec).unwrap();
     assert_eq!(rep.steps, 40 * 8);
+    // An observer that does not want the zero-sum residuals gets none, and the run is the
+    // same bit for bit.
+    struct Quiet(usize);
+    impl Observer for Quiet {
+        fn on_step(&mut self, info: &train::StepInfo) {
+            assert!(info.zero_sum.is_empty());
+            assert_eq!(info.grad_norms.len(), 3);
+            self.0 += 1;
+        }
+        fn wants_zero_sum(&self) -> bool {
+            false
+        }
+    }
+    let (mut quiet, mut q) = (m0, Quiet(0));
+    train::end_to_end(&mut quiet, &x, &Loss::CrossEntropy(y.clone()), &[], &cfg, &mut q).unwrap();
+    assert_eq!((q.0, flat(&quiet)), (40 * 8, flat(&m)));
     assert!(
         rep.final_loss < rep.epoch_loss[0] * 0.5,
         "loss {:?}",
         (rep.epoch_loss[0], rep.final_loss)
     );
     // the grouped-softmax layer (index 1) is zero-sum: its residual is rounding only
+    assert!(rec.steps.iter().all(|s| s.zero_sum.len() == 1));
     assert!(rec.steps.iter().all(|s| s.zero_sum.iter().all(|&(l, r)| l == 1 && r < 1e-5)));
     let out = m.predict(&x, Par::Seq).unwrap();
     let acc = (0..240)
