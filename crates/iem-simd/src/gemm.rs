@@ -202,8 +202,66 @@ fn tiled_gemm_crate(g: &Gemm<'_>, c: &mut [f32], par: Par) {
         }
     };
     let parallel = par.degree() > 1 && m * n * k >= PAR_MIN_FLOPS;
+    // One row tile (a row block's forward or input-gradient product in training) of a
+    // product worth splitting: two column halves, so that a thread left idle — its own
+    // work done, or the other's vCPU descheduled — can take one. The crate packs each
+    // half's share of `B` only. Chosen by the shape alone, never by the thread count: the
+    // halves do not always give one call's bits (the crate's edge kernels round
+    // differently), but they are the same calls on 1 thread or 2.
+    if m <= TILE_M && n >= 2 * COL_HALF_MIN && m * n * k >= PAR_MIN_FLOPS {
+        let half = (n / 2).next_multiple_of(16).min(n - 1);
+        let cp = SendPtr(c.as_mut_ptr());
+        let run_cols = |j0: usize, nt: usize| {
+            let cp = &cp;
+            // SAFETY: the two calls write the disjoint column ranges `0..half` and
+            // `half..n` of the m × n matrix `C` (row stride n), which `c` holds; A and B
+            // pointers with these strides stay inside `g.a` and `g.b` as in `run_tile`.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    nt,
+                    k,
+                    cp.0.add(j0),
+                    1,
+                    n as isize,
+                    read_dst,
+                    g.a.as_ptr(),
+                    a_cs,
+                    a_rs,
+                    g.b.as_ptr().offset(j0 as isize * b_cs),
+                    b_cs,
+                    b_rs,
+                    1.0,
+                    g.alpha,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        };
+        if parallel {
+            rayon::join(|| run_cols(0, half), || run_cols(half, n - half));
+        } else {
+            run_cols(0, half);
+            run_cols(half, n - half);
+        }
+        return;
+    }
     for_row_blocks(c, n, TILE_M, parallel, run_tile);
 }
+
+/// Products with a single row tile and at least twice this many columns run as two column
+/// halves (see [`tiled_gemm_crate`]).
+const COL_HALF_MIN: usize = 64;
+
+/// `C`'s base pointer, shared by the calls that write its disjoint column halves.
+struct SendPtr(*mut f32);
+// SAFETY: only used to hand disjoint tiles of one `&mut [f32]` to rayon's threads, which
+// `rayon::join` finishes before the slice's borrow ends.
+unsafe impl Send for SendPtr {}
+// SAFETY: as for `Send`; the tiles never overlap.
+unsafe impl Sync for SendPtr {}
 
 /// Register tile `(MR, NV)` for a lane count (NR = NV · lanes).
 fn tile_shape(lanes: usize) -> (usize, usize) {

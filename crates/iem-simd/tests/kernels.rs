@@ -466,6 +466,11 @@ fn gemm_packed_shapes() {
         (256, 784, 64),
         (5, 1030, 33),
         (300, 64, 300),
+        // One row tile, run as two column halves: a row block's forward and input-gradient
+        // products, odd widths, two depth blocks.
+        (128, 784, 256),
+        (100, 300, 131),
+        (64, 1030, 257),
     ]
     .iter()
     .enumerate()
