@@ -165,40 +165,16 @@ fn tiled_gemm_crate(g: &Gemm<'_>, c: &mut [f32], par: Par) {
     // Strides (in elements) of op(A)[i, p] and op(B)[p, j].
     let (a_rs, a_cs) = if g.trans_a { (1isize, m as isize) } else { (k as isize, 1isize) };
     let (b_rs, b_cs) = if g.trans_b { (1isize, k as isize) } else { (n as isize, 1isize) };
+    let call = CrateCall { g, read_dst, a_rs, a_cs, b_rs, b_cs };
     let tiles_n = n.div_ceil(TILE_N);
     let run_tile = |i0: usize, rows: &mut [f32]| {
         let mt = rows.len() / n;
         for tj in 0..tiles_n {
             let j0 = tj * TILE_N;
             let nt = (n - j0).min(TILE_N);
-            // SAFETY: the destination is rows `i0..i0+mt`, columns `j0..j0+nt` of `C`, inside
-            // `rows` (row stride n); A and B pointers with these strides stay inside `g.a`
-            // and `g.b`, whose lengths `gemm` asserted (≥ m·k and k·n).
-            unsafe {
-                let a_ptr = g.a.as_ptr().offset(i0 as isize * a_rs);
-                let b_ptr = g.b.as_ptr().offset(j0 as isize * b_cs);
-                gemm::gemm(
-                    mt,
-                    nt,
-                    k,
-                    rows.as_mut_ptr().add(j0),
-                    1,
-                    n as isize,
-                    read_dst,
-                    a_ptr,
-                    a_cs,
-                    a_rs,
-                    b_ptr,
-                    b_cs,
-                    b_rs,
-                    1.0,
-                    g.alpha,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            // SAFETY: `rows` holds rows `i0..i0+mt` of `C` (row stride n), so the tile's
+            // columns `j0..j0+nt` start at `rows[j0]` and stay inside it.
+            unsafe { call.tile(i0, mt, j0, nt, rows.as_mut_ptr().add(j0)) };
         }
     };
     let parallel = par.degree() > 1 && m * n * k >= PAR_MIN_FLOPS;
@@ -214,31 +190,8 @@ fn tiled_gemm_crate(g: &Gemm<'_>, c: &mut [f32], par: Par) {
         let run_cols = |j0: usize, nt: usize| {
             let cp = &cp;
             // SAFETY: the two calls write the disjoint column ranges `0..half` and
-            // `half..n` of the m × n matrix `C` (row stride n), which `c` holds; A and B
-            // pointers with these strides stay inside `g.a` and `g.b` as in `run_tile`.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    nt,
-                    k,
-                    cp.0.add(j0),
-                    1,
-                    n as isize,
-                    read_dst,
-                    g.a.as_ptr(),
-                    a_cs,
-                    a_rs,
-                    g.b.as_ptr().offset(j0 as isize * b_cs),
-                    b_cs,
-                    b_rs,
-                    1.0,
-                    g.alpha,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            // `half..n` of the m × n matrix `C` (row stride n), which `c` holds.
+            unsafe { call.tile(0, m, j0, nt, cp.0.add(j0)) };
         };
         if parallel {
             rayon::join(|| run_cols(0, half), || run_cols(half, n - half));
@@ -249,6 +202,53 @@ fn tiled_gemm_crate(g: &Gemm<'_>, c: &mut [f32], par: Par) {
         return;
     }
     for_row_blocks(c, n, TILE_M, parallel, run_tile);
+}
+
+/// One product of [`tiled_gemm_crate`] as calls of the `gemm` crate on tiles of `C`:
+/// `op(A)[i, p]` at `a[i·a_rs + p·a_cs]`, `op(B)[p, j]` at `b[p·b_rs + j·b_cs]`.
+struct CrateCall<'g, 'a> {
+    g: &'g Gemm<'a>,
+    read_dst: bool,
+    a_rs: isize,
+    a_cs: isize,
+    b_rs: isize,
+    b_cs: isize,
+}
+
+impl CrateCall<'_, '_> {
+    /// Rows `i0..i0+mt`, columns `j0..j0+nt` of `C` (row stride `n`), at `dst`.
+    ///
+    /// # Safety
+    /// `dst` points at element `(i0, j0)` of a buffer holding that tile with row stride `n`,
+    /// and no other thread writes the tile meanwhile. `A` and `B` stay inside `g.a` and
+    /// `g.b`, whose lengths `gemm` asserted (≥ m·k and k·n).
+    unsafe fn tile(&self, i0: usize, mt: usize, j0: usize, nt: usize, dst: *mut f32) {
+        let g = self.g;
+        // SAFETY: the caller's contract, and tile bounds inside `m × n`.
+        unsafe {
+            gemm::gemm(
+                mt,
+                nt,
+                g.k,
+                dst,
+                1,
+                g.n as isize,
+                self.read_dst,
+                g.a.as_ptr().offset(i0 as isize * self.a_rs),
+                self.a_cs,
+                self.a_rs,
+                g.b.as_ptr().offset(j0 as isize * self.b_cs),
+                self.b_cs,
+                self.b_rs,
+                1.0,
+                g.alpha,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
 }
 
 /// Products with a single row tile and at least twice this many columns run as two column
