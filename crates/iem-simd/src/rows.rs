@@ -224,15 +224,29 @@ fn sum_exp_shifted<S: Simd>(s: S, x: &[f32], m: f32, c: f32) -> f32 {
 /// Softmax of one row with `c = 1/τ`: `out = exp((x − max)·c) / Σ`.
 #[inline(always)]
 pub(crate) fn softmax_row<S: Simd>(s: S, x: &[f32], c: f32, out: &mut [f32]) {
-    // Shift by the entry with the largest c·x: the max for c ≥ 0, the min for c < 0.
-    let m = if c >= 0.0 { row_max(s, x) } else { -row_max_neg(s, x) };
-    if m == f32::NEG_INFINITY && c >= 0.0 || m == f32::INFINITY && c < 0.0 {
+    let Some(m) = softmax_shift(s, x, c) else {
         out.fill(1.0 / x.len() as f32);
         return;
-    }
+    };
     map1(s, x, out, f32::NEG_INFINITY, ExpShift(m, c));
     let inv = 1.0 / row_sum(s, out);
     map_inplace(s, out, Scale(inv));
+}
+
+/// The shift of a row's softmax with `c = 1/τ`: the entry with the largest `c·x` (the max
+/// for c ≥ 0, the min for c < 0), or `None` when every entry is −∞·c (a uniform row).
+#[inline(always)]
+fn softmax_shift<S: Simd>(s: S, x: &[f32], c: f32) -> Option<f32> {
+    let m = if c >= 0.0 { row_max(s, x) } else { -row_max_neg(s, x) };
+    let uniform = m == f32::NEG_INFINITY && c >= 0.0 || m == f32::INFINITY && c < 0.0;
+    (!uniform).then_some(m)
+}
+
+/// A row's log-sum-exp for log-softmax, or `None` for a row of all −∞ (uniform).
+#[inline(always)]
+fn log_softmax_lse<S: Simd>(s: S, x: &[f32]) -> Option<f32> {
+    let m = row_max(s, x);
+    (m != f32::NEG_INFINITY).then(|| m + sum_exp_shifted(s, x, m, 1.0).ln())
 }
 
 // ---------------------------------------------------------------- softmax family
@@ -261,12 +275,11 @@ row_kernel!(SoftmaxInPlaceK { x: &'a mut [f32], cols: usize, c: f32 } |s, k| {
     for row in k.x.chunks_exact_mut(k.cols) {
         // softmax_row's steps on one buffer: the shift from the row before it is touched.
         let c = k.c;
-        let m = if c >= 0.0 { row_max(s, row) } else { -row_max_neg(s, row) };
-        if m == f32::NEG_INFINITY && c >= 0.0 || m == f32::INFINITY && c < 0.0 {
+        let Some(m) = softmax_shift(s, row, c) else {
             let u = 1.0 / row.len() as f32;
             row.fill(u);
             continue;
-        }
+        };
         map_inplace(s, row, ExpShift(m, c));
         let inv = 1.0 / row_sum(s, row);
         map_inplace(s, row, Scale(inv));
@@ -334,12 +347,10 @@ pub fn softmax_backward(
 
 row_kernel!(LogSoftmaxK { x: &'a [f32], cols: usize, out: &'a mut [f32] } |s, k| {
     for (row, o) in k.x.chunks_exact(k.cols).zip(k.out.chunks_exact_mut(k.cols)) {
-        let m = row_max(s, row);
-        if m == f32::NEG_INFINITY {
+        let Some(lse) = log_softmax_lse(s, row) else {
             o.fill(-(row.len() as f32).ln());
             continue;
-        }
-        let lse = m + sum_exp_shifted(s, row, m, 1.0).ln();
+        };
         map1(s, row, o, 0.0, SubConst(lse));
     }
 });
@@ -358,13 +369,11 @@ pub fn log_softmax(x: &[f32], cols: usize, out: &mut [f32], par: Par) {
 
 row_kernel!(LogSoftmaxInPlaceK { x: &'a mut [f32], cols: usize } |s, k| {
     for row in k.x.chunks_exact_mut(k.cols) {
-        let m = row_max(s, row);
-        if m == f32::NEG_INFINITY {
+        let Some(lse) = log_softmax_lse(s, row) else {
             let v = -(row.len() as f32).ln();
             row.fill(v);
             continue;
-        }
-        let lse = m + sum_exp_shifted(s, row, m, 1.0).ln();
+        };
         map_inplace(s, row, SubConst(lse));
     }
 });
