@@ -420,11 +420,10 @@ impl Layer {
                 g.col_sums_into(&mut pg[1]);
                 if need_dx {
                     dx.resize(n, i);
-                    match wt {
-                        Some(t) => Gemm::nt(n, o, i, g.as_slice(), t.as_slice()),
-                        None => Gemm::nn(n, o, i, g.as_slice(), w.as_slice()),
-                    }
-                    .run(dx.as_mut_slice(), par);
+                    // `G·W` from `W` even when `Wᵀ` is given: the caller keeps `W` current
+                    // for every layer whose input gradient it asks for, and the product
+                    // runs faster from `W` than from `Wᵀ` (`BENCHMARKS.md`).
+                    Gemm::nn(n, o, i, g.as_slice(), w.as_slice()).run(dx.as_mut_slice(), par);
                 } else {
                     dx.resize(0, 0);
                 }

@@ -401,7 +401,9 @@ impl Model {
     /// compute the first layer's input gradient (training skips it when that layer is
     /// linear: its input is data or a frozen layer's output). `wt` as for
     /// [`Model::forward_trace`]: a linear layer given `Wᵀ` also returns its weight gradient
-    /// transposed.
+    /// transposed, while its input gradient `G·W` still reads `W` (the product runs faster
+    /// untransposed): the caller keeps `W` current for every layer whose input gradient it
+    /// asks for.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_trace(
         &self,

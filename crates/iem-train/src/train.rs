@@ -517,9 +517,18 @@ fn transposed_weights(model: &Model, range: Range<usize>, par: Par) -> Vec<Optio
         .collect()
 }
 
-/// `W = (Wᵀ)ᵀ` for each transposed weight matrix of [`transposed_weights`].
-fn untranspose_weights(model: &mut Model, range: Range<usize>, wt: &[Option<Matrix>], par: Par) {
-    for (layer, t) in model.layers[range].iter_mut().zip(wt) {
+/// `W = (Wᵀ)ᵀ` for each transposed weight matrix of [`transposed_weights`] from the
+/// `from`-th layer of `range` on. After every step the trainer writes back all but the
+/// first layer (`from = 1`): the backward pass reads `W` for the input gradients, which
+/// only the first layer skips (see [`Model::backward_trace`]).
+fn untranspose_weights(
+    model: &mut Model,
+    range: Range<usize>,
+    wt: &[Option<Matrix>],
+    from: usize,
+    par: Par,
+) {
+    for (layer, t) in model.layers[range].iter_mut().zip(wt).skip(from) {
         if let (crate::Layer::Linear { w, .. }, Some(t)) = (layer, t) {
             t.transpose_into(w, par);
         }
@@ -899,8 +908,11 @@ fn train_until(
                 }
                 let norm = grad_norms.iter().map(|v| v * v).sum::<f64>().sqrt() as f32;
                 let finite = opt.apply(model, range.clone(), grads, norm, &mut wt, cfg.par);
+                if blocked && finite {
+                    untranspose_weights(model, range.clone(), &wt, 1, cfg.par);
+                }
                 if !finite {
-                    untranspose_weights(model, range.clone(), &wt, cfg.par);
+                    untranspose_weights(model, range.clone(), &wt, 0, cfg.par);
                     check_finite_weights(step, model, range.clone())?;
                 }
                 obs.on_step(&StepInfo { step, epoch, loss: value, grad_norms, zero_sum: zs });
@@ -913,7 +925,7 @@ fn train_until(
                 || cfg.alarms.max_usage.is_some()
                 || cfg.alarms.dead_units.is_some()
             {
-                untranspose_weights(model, range.clone(), &wt, cfg.par);
+                untranspose_weights(model, range.clone(), &wt, 0, cfg.par);
             }
             obs.on_epoch(epoch, mean);
             alarms(model, x, cfg, step, &mut report)?;
@@ -930,7 +942,7 @@ fn train_until(
     };
     // Whatever ends the run, the model holds every update made.
     let outcome = run();
-    untranspose_weights(model, range.clone(), &wt, cfg.par);
+    untranspose_weights(model, range.clone(), &wt, 0, cfg.par);
     outcome?;
     report.steps = step;
     report.final_loss = report.epoch_loss.last().copied().unwrap_or(f64::NAN);

@@ -678,6 +678,44 @@ fn row_blocks_are_deterministic_and_checked() {
     }
 }
 
+#[test]
+fn row_blocks_backpropagate_through_the_current_weights() {
+    // With row blocks the input gradients read `W`, which the trainer writes back from its
+    // transposed working copy after every step (all but the first layer's, whose input
+    // gradient is never needed). Several steps within one epoch, with an observer that
+    // never asks for the model: a stale `W` would give wrong gradients from the second
+    // step on.
+    let (x, y) = toy(200, 7);
+    let mlp = || {
+        Model::mlp(
+            &[2, 16, 16, 16, 3],
+            &[
+                Activation::Relu,
+                Activation::Softmax { temperature: Temperature::Fixed(1.0) },
+                Activation::Solu,
+            ],
+            Init::PytorchDefault,
+            8,
+        )
+        .unwrap()
+    };
+    let cfg = |blocks| TrainConfig {
+        epochs: 1,
+        batch: 20,
+        seed: 3,
+        optim: OptimConfig::sgd(0.5, 0.0),
+        row_blocks: blocks,
+        ..TrainConfig::default()
+    };
+    let ce = Loss::CrossEntropy(y.clone());
+    let (mut whole, mut blocked) = (mlp(), mlp());
+    train::end_to_end(&mut whole, &x, &ce, &[], &cfg(1), &mut ()).unwrap();
+    train::end_to_end(&mut blocked, &x, &ce, &[], &cfg(2), &mut ()).unwrap();
+    for (i, (a, b)) in flat(&blocked).iter().zip(flat(&whole)).enumerate() {
+        assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "parameter {i}: {a} vs {b}");
+    }
+}
+
 /// Keeps the model seen after every epoch.
 #[derive(Default)]
 struct Models(Vec<Model>);
