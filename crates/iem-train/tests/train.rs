@@ -716,6 +716,51 @@ fn row_blocks_backpropagate_through_the_current_weights() {
     }
 }
 
+#[test]
+fn a_non_finite_gradient_names_its_step_and_layer() {
+    // Finite activations and loss, but a weight gradient that overflows: tiny first-layer
+    // weights keep `W₁x` (≈ 1e-30) and the logits (≈ 1e8) finite, while the huge second layer
+    // sends ≈ 1e36 back, and `Σₙ gₙ xₙᵀ` over inputs of magnitude 1e4 exceeds f32::MAX.
+    let (x, y) = toy(300, 4);
+    let x = Matrix::from_vec(x.rows(), x.cols(), x.as_slice().iter().map(|v| v * 1e4).collect())
+        .unwrap();
+    let mut m = Model::mlp(&[2, 4, 3], &[Activation::Relu], Init::PytorchDefault, 2).unwrap();
+    if let Layer::Linear { w, b } = &mut m.layers[0] {
+        for i in 0..4 {
+            w.set(i, 0, if i % 2 == 0 { 1e-34 } else { -1e-34 });
+            w.set(i, 1, if i < 2 { 1e-34 } else { -1e-34 });
+        }
+        b.iter_mut().for_each(|v| *v = 0.0);
+    }
+    if let Layer::Linear { w, b } = &mut m.layers[2] {
+        for o in 0..3 {
+            for i in 0..4 {
+                w.set(o, i, if (o + i) % 3 == 0 { 1e38 } else { -1e38 });
+            }
+        }
+        b.iter_mut().for_each(|v| *v = 0.0);
+    }
+    let ce = Loss::CrossEntropy(y);
+    for (blocks, par) in [(1, Par::Seq), (2, Par::Seq), (2, Par::Rayon(2))] {
+        let mut mm = m.clone();
+        let cfg = TrainConfig {
+            epochs: 1,
+            batch: 0,
+            optim: OptimConfig::adam(1e-3),
+            row_blocks: blocks,
+            par,
+            ..TrainConfig::default()
+        };
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(par.degree()).build().unwrap();
+        match pool.install(|| train::end_to_end(&mut mm, &x, &ce, &[], &cfg, &mut ())) {
+            Err(TrainError::NonFinite { step: 0, layer: Some(0), quantity: "gradient" }) => {}
+            other => panic!("{blocks} blocks: expected a non-finite gradient, got {other:?}"),
+        }
+        // The check runs before the update: the model is as it was.
+        assert_eq!(mm, m, "{blocks} blocks");
+    }
+}
+
 /// Keeps the model seen after every epoch.
 #[derive(Default)]
 struct Models(Vec<Model>);
