@@ -5,7 +5,7 @@
 //! Models: 2-D (2→64→64→4, batch 256), digits-size (64→256→256→10, batch 128) and
 //! MNIST-size (784→256→256→10, batch 256), each with ReLU, softmax, SoLU, log-softmax and
 //! grouped softmax (m = 8) after both hidden layers; cross-entropy; Adam (1e-3); random data
-//! from a fixed seed.
+//! from a fixed seed, 8 batches taken in order every epoch as in the peers' loops.
 
 use iem_activations::{Activation, Temperature};
 use iem_simd::Par;
@@ -24,6 +24,10 @@ fn main() {
     // one at a time to interleave them with the peers' windows.
     let windows: usize =
         std::env::var("IEM_PROBE_WINDOWS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    // The peers' loops in `bench_peers.py` take the same 8 batches in order every epoch; so
+    // does our side unless `IEM_PROBE_SHUFFLE=1` (then each epoch draws a permutation and
+    // gathers its rows, as `TrainConfig`'s default does).
+    let shuffle = std::env::var("IEM_PROBE_SHUFFLE").is_ok_and(|v| v == "1");
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let acts = [
         ("relu", Activation::Relu),
@@ -57,6 +61,7 @@ fn main() {
                 epochs: 1,
                 batch,
                 seed: 1,
+                shuffle,
                 optim: OptimConfig::adam(1e-3),
                 row_blocks: blocks,
                 par: Par::Rayon(2),

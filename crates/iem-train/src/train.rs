@@ -122,6 +122,12 @@ pub struct TrainConfig {
     pub batch: usize,
     /// Seed of the shuffling stream.
     pub seed: u64,
+    /// Draw every epoch's mini-batches from a fresh permutation of the data (the default).
+    /// `false` keeps the data's order: batch `i` holds rows `i·batch..(i+1)·batch` in every
+    /// epoch, as in training loops that iterate over fixed batches (those of
+    /// `scripts/bench_peers.py` among them), and `seed` is not used.
+    #[serde(default = "yes")]
+    pub shuffle: bool,
     /// Optimiser.
     pub optim: OptimConfig,
     /// Collapse alarms.
@@ -151,12 +157,17 @@ fn one() -> usize {
     1
 }
 
+fn yes() -> bool {
+    true
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             epochs: 10,
             batch: 64,
             seed: 0,
+            shuffle: true,
             optim: OptimConfig::adam(1e-3),
             alarms: Alarms::default(),
             row_blocks: 1,
@@ -249,11 +260,15 @@ pub struct TrainReport {
     pub warnings: Vec<String>,
 }
 
-fn batches(n: usize, batch: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<usize>> {
+/// The mini-batches of one epoch: consecutive slices of a permutation drawn from `rng`, or of
+/// the data's own order when `!shuffle`.
+fn batches(n: usize, batch: usize, shuffle: bool, rng: &mut ChaCha8Rng) -> Vec<Vec<usize>> {
     let mut idx: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = rng.random_range(0..=i);
-        idx.swap(i, j);
+    if shuffle {
+        for i in (1..n).rev() {
+            let j = rng.random_range(0..=i);
+            idx.swap(i, j);
+        }
     }
     let b = if batch == 0 { n.max(1) } else { batch };
     idx.chunks(b).map(|c| c.to_vec()).collect()
@@ -820,7 +835,7 @@ fn train_until(
     let mut run = || -> Result<()> {
         for epoch in 0..cfg.epochs {
             let mut total = 0.0;
-            let bs = batches(n, cfg.batch, &mut rng);
+            let bs = batches(n, cfg.batch, cfg.shuffle, &mut rng);
             let nb = bs.len();
             for idx in bs {
                 let mut zs = Vec::new();

@@ -761,6 +761,54 @@ fn a_non_finite_gradient_names_its_step_and_layer() {
     }
 }
 
+#[test]
+fn unshuffled_batches_take_the_data_in_order() {
+    // With `shuffle: false` an epoch of batch 100 over 200 rows is one step on rows 0..100 and
+    // one on rows 100..200, whatever the seed: the same weights, bit for bit, as two
+    // full-batch steps on the halves (plain SGD keeps no state between the calls).
+    let (x, y) = toy(200, 9);
+    let m0 = Model::mlp(&[2, 8, 3], &[Activation::Relu], Init::PytorchDefault, 4).unwrap();
+    let cfg = |batch, seed| TrainConfig {
+        epochs: 1,
+        batch,
+        seed,
+        shuffle: false,
+        optim: OptimConfig::sgd(0.1, 0.0),
+        ..TrainConfig::default()
+    };
+    let run = |seed| {
+        let mut m = m0.clone();
+        train::end_to_end(
+            &mut m,
+            &x,
+            &Loss::CrossEntropy(y.clone()),
+            &[],
+            &cfg(100, seed),
+            &mut (),
+        )
+        .unwrap();
+        m
+    };
+    let mut halves = m0.clone();
+    for h in 0..2 {
+        let rows: Vec<usize> = (h * 100..(h + 1) * 100).collect();
+        let ce = Loss::CrossEntropy(rows.iter().map(|&i| y[i]).collect());
+        train::end_to_end(&mut halves, &x.select_rows(&rows), &ce, &[], &cfg(0, 5), &mut ())
+            .unwrap();
+    }
+    assert_eq!(run(1), halves);
+    assert_eq!(run(2), halves, "the seed only drives the shuffle");
+    // Shuffled (the default), the seed matters.
+    let shuffled = |seed| {
+        let mut m = m0.clone();
+        let c = TrainConfig { shuffle: true, ..cfg(100, seed) };
+        train::end_to_end(&mut m, &x, &Loss::CrossEntropy(y.clone()), &[], &c, &mut ()).unwrap();
+        m
+    };
+    assert_ne!(shuffled(1), shuffled(2));
+    assert_ne!(shuffled(1), halves);
+}
+
 /// Keeps the model seen after every epoch.
 #[derive(Default)]
 struct Models(Vec<Model>);
