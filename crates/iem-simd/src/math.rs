@@ -51,6 +51,30 @@ pub fn vexp<S: Simd>(s: S, x: S::V) -> S::V {
     s.keep_nan(x, y)
 }
 
+/// [`vexp`] for `x ≤ 0` or NaN — the shifted exponents of the softmax family, `(x − max)·c`
+/// with `c ≥ 0` or `(x − min)·c` with `c < 0`: the same bits as [`vexp`] on that domain
+/// (tested), without the steps that only matter for `x > 0` (the upper clamp, the split of
+/// `2^n` for `n > 0`, the overflow to `+inf`). Wrong for `x > 0`.
+#[inline(always)]
+pub fn vexp_nonpos<S: Simd>(s: S, x: S::V) -> S::V {
+    let xc = s.max(x, s.splat(EXP_LO));
+    let n = s.round(s.mul(xc, s.splat(std::f32::consts::LOG2_E)));
+    let r = s.fma(n, s.splat(-0.693_359_4), xc);
+    let r = s.fma(n, s.splat(2.121_944_4e-4), r);
+    let mut p = s.splat(1.987_569_1e-4);
+    p = s.fma(p, r, s.splat(1.398_2e-3));
+    p = s.fma(p, r, s.splat(8.333_452e-3));
+    p = s.fma(p, r, s.splat(4.166_579_6e-2));
+    p = s.fma(p, r, s.splat(0.166_666_65));
+    p = s.fma(p, r, s.splat(0.5));
+    let r2 = s.mul(r, r);
+    let y = s.add(s.fma(p, r2, r), s.splat(1.0));
+    // n ≤ 0: 2^n is representable as it is.
+    let y = s.mul(y, s.pow2i(n));
+    let y = s.select_gt(s.splat(EXP_LO), x, s.zero(), y);
+    s.keep_nan(x, y)
+}
+
 /// `ln(x)` per lane; see the module docs for accuracy and special values.
 #[inline(always)]
 pub fn vln<S: Simd>(s: S, x: S::V) -> S::V {

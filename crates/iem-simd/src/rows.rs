@@ -10,7 +10,9 @@
 //! - a row of width 0 is allowed and produces nothing.
 
 use crate::isa::Par;
-use crate::math::{Op1, Op2, Op3, map_inplace, map1, map2, map3, row_dot, row_max, row_sum, vexp};
+use crate::math::{
+    Op1, Op2, Op3, map_inplace, map1, map2, map3, row_dot, row_max, row_sum, vexp, vexp_nonpos,
+};
 
 /// `exp((x − m)·c)`.
 #[derive(Clone, Copy)]
@@ -18,7 +20,7 @@ struct ExpShift(f32, f32);
 impl Op1 for ExpShift {
     #[inline(always)]
     fn f<S: Simd>(self, s: S, x: S::V) -> S::V {
-        vexp(s, s.mul(s.sub(x, s.splat(self.0)), s.splat(self.1)))
+        vexp_nonpos(s, s.mul(s.sub(x, s.splat(self.0)), s.splat(self.1)))
     }
 }
 /// `x·a`.
@@ -54,7 +56,7 @@ struct LogSoftmaxBwd(f32);
 impl Op2 for LogSoftmaxBwd {
     #[inline(always)]
     fn f<S: Simd>(self, s: S, yv: S::V, gv: S::V) -> S::V {
-        s.sub(gv, s.mul(vexp(s, yv), s.splat(self.0)))
+        s.sub(gv, s.mul(vexp_nonpos(s, yv), s.splat(self.0)))
     }
 }
 /// `x·y`.
@@ -212,11 +214,11 @@ fn sum_exp_shifted<S: Simd>(s: S, x: &[f32], m: f32, c: f32) -> f32 {
     let mut acc = s.zero();
     let mut i = 0;
     while i + l <= x.len() {
-        acc = s.add(acc, vexp(s, s.mul(s.sub(s.load(&x[i..]), mv), cv)));
+        acc = s.add(acc, vexp_nonpos(s, s.mul(s.sub(s.load(&x[i..]), mv), cv)));
         i += l;
     }
     if i < x.len() {
-        acc = s.add(acc, vexp(s, s.mul(s.sub(s.load_partial(&x[i..], fill), mv), cv)));
+        acc = s.add(acc, vexp_nonpos(s, s.mul(s.sub(s.load_partial(&x[i..], fill), mv), cv)));
     }
     s.reduce_sum(acc)
 }

@@ -84,6 +84,54 @@ fn exp_special_values() {
     assert!(out[8].is_finite() && ((out[8] as f64) / (88.7f32 as f64).exp() - 1.0).abs() < 1e-6);
 }
 
+/// `vexp` and `vexp_nonpos` of every element, under the current instruction set.
+struct BothExp<'a> {
+    x: &'a [f32],
+    full: &'a mut [f32],
+    nonpos: &'a mut [f32],
+}
+
+impl iem_simd::simd::Kernel for BothExp<'_> {
+    type Output = ();
+    fn run<S: iem_simd::simd::Simd>(self, s: S) {
+        let (l, n) = (S::LANES, self.x.len());
+        let mut i = 0;
+        while i + l <= n {
+            let v = s.load(&self.x[i..]);
+            s.store(&mut self.full[i..], math::vexp(s, v));
+            s.store(&mut self.nonpos[i..], math::vexp_nonpos(s, v));
+            i += l;
+        }
+        if i < n {
+            let v = s.load_partial(&self.x[i..], 0.0);
+            s.store_partial(&mut self.full[i..], math::vexp(s, v));
+            s.store_partial(&mut self.nonpos[i..], math::vexp_nonpos(s, v));
+        }
+    }
+}
+
+#[test]
+fn exp_of_non_positive_inputs_has_the_bits_of_exp() {
+    // The softmax family's shifted exponents go through `vexp_nonpos`: on x ≤ 0 (and NaN) it
+    // must give exactly `vexp`'s bits.
+    let mut x: Vec<f32> = (0..200_001).map(|i| -100.0 * i as f32 / 200_000.0).collect();
+    let mut r = rng(21);
+    x.extend(randv(&mut r, 20_001, -90.0, 0.0));
+    x.extend((0..2_000).map(|_| -(10f32.powf(r.random_range(-45.0f32..38.0)))));
+    let lo = -87.336_54f32;
+    x.extend([0.0, -0.0, f32::NEG_INFINITY, f32::NAN, -f32::MIN_POSITIVE, -1e-45, f32::MIN]);
+    x.extend([lo, f32::from_bits(lo.to_bits() + 1), f32::from_bits(lo.to_bits() - 1)]);
+    let (mut full, mut nonpos) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
+    iem_simd::simd::run(BothExp { x: &x, full: &mut full, nonpos: &mut nonpos });
+    for ((xi, a), b) in x.iter().zip(&full).zip(&nonpos) {
+        assert!(
+            a.to_bits() == b.to_bits() || a.is_nan() && b.is_nan(),
+            "exp({xi:e}): vexp {a:e}, vexp_nonpos {b:e} under {}",
+            Isa::current()
+        );
+    }
+}
+
 #[test]
 fn ln_error_bound() {
     let mut r = rng(2);
