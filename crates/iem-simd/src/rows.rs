@@ -655,7 +655,7 @@ macro_rules! with_group_width {
 
 row_kernel!(SmallGroupSoftmaxK { x: &'a [f32], group: usize, c: f32, out: &'a mut [f32] } |s, k| {
     with_group_width!(k.group, |m| group_shift(k.x, k.out, k.c, m));
-    map_inplace(s, k.out, ExpOp);
+    exp_shifted_groups(s, k.out, k.c);
     with_group_width!(k.group, |m| group_normalise(k.out, m));
 });
 
@@ -689,7 +689,7 @@ fn group_shift_in_place(x: &mut [f32], c: f32, m: usize) {
 
 row_kernel!(SmallGroupSoftmaxInPlaceK { x: &'a mut [f32], group: usize, c: f32 } |s, k| {
     with_group_width!(k.group, |m| group_shift_in_place(k.x, k.c, m));
-    map_inplace(s, k.x, ExpOp);
+    exp_shifted_groups(s, k.x, k.c);
     with_group_width!(k.group, |m| group_normalise(k.x, m));
 });
 
@@ -724,6 +724,27 @@ impl Op1 for ExpOp {
     #[inline(always)]
     fn f<S: Simd>(self, s: S, x: S::V) -> S::V {
         vexp(s, x)
+    }
+}
+
+/// `exp` of values known to be ≤ 0 (or NaN): [`vexp_nonpos`].
+#[derive(Clone, Copy)]
+struct ExpNonPos;
+impl Op1 for ExpNonPos {
+    #[inline(always)]
+    fn f<S: Simd>(self, s: S, x: S::V) -> S::V {
+        vexp_nonpos(s, x)
+    }
+}
+
+/// `exp` in place of values shifted by their group's maximum and scaled by `c`: ≤ 0 when
+/// `c ≥ 0` (any other `c` takes the general path).
+#[inline(always)]
+fn exp_shifted_groups<S: Simd>(s: S, x: &mut [f32], c: f32) {
+    if c >= 0.0 {
+        map_inplace(s, x, ExpNonPos);
+    } else {
+        map_inplace(s, x, ExpOp);
     }
 }
 
