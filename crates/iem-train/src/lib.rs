@@ -14,9 +14,10 @@
 //! and [`probe`] fits linear probes (ridge, multinomial logistic) on frozen features.
 //! [`checkpoint`] saves models with a checked header, bounded decoding and atomic writes.
 //!
-//! Determinism: randomness comes only from `ChaCha8Rng` seeded by the config, and every
-//! kernel is bit-identical for any thread count, so a run gives the same weights bit for
-//! bit with 1 or 2 threads (tested).
+//! Determinism: randomness comes only from `ChaCha8Rng` seeded by the config (it draws
+//! each epoch's batch order; [`train::TrainConfig::shuffle`] `= false` takes the batches in
+//! the data's order instead), and every kernel is bit-identical for any thread count, so a
+//! run gives the same weights bit for bit with 1 or 2 threads (tested).
 //!
 //! Speed on several cores: with [`train::TrainConfig::row_blocks`] set to the core count,
 //! each mini-batch is split into that many row blocks whose forward and backward passes
