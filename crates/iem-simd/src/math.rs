@@ -29,18 +29,7 @@ const EXP_HI: f32 = 88.722_83;
 /// `exp(x)` per lane; see the module docs for accuracy and special values.
 #[inline(always)]
 pub fn vexp<S: Simd>(s: S, x: S::V) -> S::V {
-    let xc = s.min(s.max(x, s.splat(EXP_LO)), s.splat(EXP_HI));
-    let n = s.round(s.mul(xc, s.splat(std::f32::consts::LOG2_E)));
-    let r = s.fma(n, s.splat(-0.693_359_4), xc);
-    let r = s.fma(n, s.splat(2.121_944_4e-4), r);
-    let mut p = s.splat(1.987_569_1e-4);
-    p = s.fma(p, r, s.splat(1.398_2e-3));
-    p = s.fma(p, r, s.splat(8.333_452e-3));
-    p = s.fma(p, r, s.splat(4.166_579_6e-2));
-    p = s.fma(p, r, s.splat(0.166_666_65));
-    p = s.fma(p, r, s.splat(0.5));
-    let r2 = s.mul(r, r);
-    let y = s.add(s.fma(p, r2, r), s.splat(1.0));
+    let (y, n) = exp_reduced(s, s.min(s.max(x, s.splat(EXP_LO)), s.splat(EXP_HI)));
     // n ∈ [-126, 128]: build 2^n as 2^(n-h)·(1+h) with h = [n > 0] so that 2^128 never
     // has to be represented.
     let h = s.select_gt(n, s.zero(), s.splat(1.0), s.zero());
@@ -57,7 +46,18 @@ pub fn vexp<S: Simd>(s: S, x: S::V) -> S::V {
 /// `2^n` for `n > 0`, the overflow to `+inf`). Wrong for `x > 0`.
 #[inline(always)]
 pub fn vexp_nonpos<S: Simd>(s: S, x: S::V) -> S::V {
-    let xc = s.max(x, s.splat(EXP_LO));
+    let (y, n) = exp_reduced(s, s.max(x, s.splat(EXP_LO)));
+    // n ≤ 0: 2^n is representable as it is.
+    let y = s.mul(y, s.pow2i(n));
+    let y = s.select_gt(s.splat(EXP_LO), x, s.zero(), y);
+    s.keep_nan(x, y)
+}
+
+/// The shared core of [`vexp`] and [`vexp_nonpos`] for a clamped `xc`: `n = round(xc/ln 2)`
+/// and `exp(r)` of the remainder `r = xc − n ln 2` (Cephes' degree-6 polynomial), so that
+/// `exp(xc) = exp(r)·2^n`.
+#[inline(always)]
+fn exp_reduced<S: Simd>(s: S, xc: S::V) -> (S::V, S::V) {
     let n = s.round(s.mul(xc, s.splat(std::f32::consts::LOG2_E)));
     let r = s.fma(n, s.splat(-0.693_359_4), xc);
     let r = s.fma(n, s.splat(2.121_944_4e-4), r);
@@ -68,11 +68,7 @@ pub fn vexp_nonpos<S: Simd>(s: S, x: S::V) -> S::V {
     p = s.fma(p, r, s.splat(0.166_666_65));
     p = s.fma(p, r, s.splat(0.5));
     let r2 = s.mul(r, r);
-    let y = s.add(s.fma(p, r2, r), s.splat(1.0));
-    // n ≤ 0: 2^n is representable as it is.
-    let y = s.mul(y, s.pow2i(n));
-    let y = s.select_gt(s.splat(EXP_LO), x, s.zero(), y);
-    s.keep_nan(x, y)
+    (s.add(s.fma(p, r2, r), s.splat(1.0)), n)
 }
 
 /// `ln(x)` per lane; see the module docs for accuracy and special values.
