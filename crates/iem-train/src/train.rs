@@ -143,7 +143,8 @@ pub struct TrainConfig {
     /// more than one block the trainer also keeps the linear layers' weights transposed
     /// while it runs (the layout its GEMMs read fastest) and writes them back into the model
     /// after every epoch for an observer that [wants the model](Observer::wants_model), and
-    /// when the run ends, however it ends.
+    /// when the run ends, however it ends; all but the first trained layer also get `W` back
+    /// after every step, for the input-gradient products that read it.
     /// Steps with auxiliary objectives (greedy stages, volume controls) couple the rows of
     /// a batch and always run as one block.
     #[serde(default = "one")]
