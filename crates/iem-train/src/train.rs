@@ -11,6 +11,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The training objective on the model's output (mean over the batch).
 #[derive(Clone, Debug, PartialEq)]
@@ -145,6 +146,12 @@ pub struct TrainConfig {
     /// after every epoch for an observer that [wants the model](Observer::wants_model), and
     /// when the run ends, however it ends; all but the first trained layer also get `W` back
     /// after every step, for the input-gradient products that read it.
+    /// Run on a worker of a rayon pool (inside `ThreadPool::install`) with `par` above one
+    /// thread, the pool's other threads (up to `par`'s degree) stay awake for the whole run:
+    /// they poll for the step's jobs instead of going to sleep between its parallel regions
+    /// (waking them took 10–40 µs on a virtual machine, several times per step), and so
+    /// spin while the run does serial work, observer callbacks included. Called from
+    /// outside a pool, the run uses the pool's threads as any rayon code does.
     /// Steps with auxiliary objectives (greedy stages, volume controls) couple the rows of
     /// a batch and always run as one block.
     #[serde(default = "one")]
@@ -573,7 +580,29 @@ fn blocked_step(
     blocks.resize_with(blocks.len().max(parts.len()), Block::default);
     let blocks = &mut blocks[..parts.len()];
     let batch = idx.len();
-    let results: Vec<Result<()>> = if par.degree() > 1 {
+    let results: Vec<Result<()>> = if par.degree() > 1 && rayon::current_thread_index().is_some() {
+        // Block 0 here, the others as jobs for the pool; this thread then polls (running any
+        // pending job: a column half of another block's product) until they are done rather
+        // than sleeping in a join, whose wake-up took tens of µs on a virtual machine.
+        let mut results: Vec<Result<()>> = parts.iter().map(|_| Ok(())).collect();
+        let done = AtomicUsize::new(0);
+        let (b0, others) = blocks.split_first_mut().expect("a batch has at least one row");
+        let (r0, rs) = results.split_first_mut().expect("one result per block");
+        rayon::in_place_scope(|s| {
+            for ((b, rows), r) in others.iter_mut().zip(&parts[1..]).zip(rs.iter_mut()) {
+                let done = &done;
+                s.spawn(move |_| {
+                    // Counted even if the block panics: the wait below must end (the scope
+                    // then resumes the panic).
+                    let _count = Count(done);
+                    *r = ctx.run(b, rows, batch, step, par);
+                });
+            }
+            *r0 = ctx.run(b0, parts[0], batch, step, par);
+            poll_until(|| done.load(Ordering::Acquire) == parts.len() - 1);
+        });
+        results
+    } else if par.degree() > 1 {
         blocks
             .par_iter_mut()
             .zip(parts.par_iter())
@@ -603,6 +632,61 @@ fn blocked_step(
         return Err(TrainError::NonFinite { step, layer: None, quantity: "loss" });
     }
     Ok(mean)
+}
+
+/// Adds one to its counter when dropped (also while unwinding).
+struct Count<'a>(&'a AtomicUsize);
+
+impl Drop for Count<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Sets its flag when dropped (also while unwinding).
+struct Raise<'a>(&'a AtomicBool);
+
+impl Drop for Raise<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Runs pending jobs of the current rayon pool, or spins, until `ready()`: a wait that
+/// never puts the thread to sleep.
+fn poll_until(ready: impl Fn() -> bool) {
+    while !ready() {
+        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Runs `lead` on this thread (a worker of a rayon pool) while up to `degree − 1` other
+/// workers of the pool poll for jobs ([`poll_until`]) until `lead` returns: the trainer's
+/// parallel regions then start on threads that are awake. A worker that goes idle in rayon
+/// sleeps after a few dozen rounds of looking for work, and waking it took 10–40 µs here,
+/// several times per step. The helpers spin while `lead` runs serial code (observer
+/// callbacks included). A helper that finds itself on `lead`'s thread (its job taken
+/// back by this thread while it waited) returns at once.
+fn with_pollers<R>(degree: usize, lead: impl FnOnce() -> R) -> R {
+    let stop = AtomicBool::new(false);
+    let me = rayon::current_thread_index();
+    let helpers = degree.min(rayon::current_num_threads()).saturating_sub(1);
+    rayon::in_place_scope(|s| {
+        for _ in 0..helpers {
+            let stop = &stop;
+            s.spawn(move |_| {
+                if rayon::current_thread_index() != me {
+                    poll_until(|| stop.load(Ordering::Acquire));
+                }
+            });
+        }
+        // Raised however `lead` ends, a panic included (the scope then waits for the
+        // helpers and resumes it).
+        let _stop = Raise(&stop);
+        lead()
+    })
 }
 
 /// `dst += o` for each gradient set `o` of `others`, in order, and the norm of each layer's
@@ -956,8 +1040,13 @@ fn train_until(
         }
         Ok(())
     };
-    // Whatever ends the run, the model holds every update made.
-    let outcome = run();
+    // Whatever ends the run, the model holds every update made. With row blocks on a pool's
+    // worker, the pool's other threads stay awake for the run (see `with_pollers`).
+    let outcome = if blocked && cfg.par.degree() > 1 && rayon::current_thread_index().is_some() {
+        with_pollers(cfg.par.degree(), run)
+    } else {
+        run()
+    };
     untranspose_weights(model, range.clone(), &wt, 0, cfg.par);
     outcome?;
     report.steps = step;

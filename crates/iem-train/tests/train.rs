@@ -678,6 +678,75 @@ fn row_blocks_are_deterministic_and_checked() {
     }
 }
 
+/// With row blocks on a pool's worker, the pool's other threads poll for the step's work
+/// for the whole run: the weights do not depend on how many threads the pool has, how many
+/// of them the run may use, or how many blocks there are per thread, nor on whether the
+/// run was started on a worker at all; and a panic in the run (here an observer's) reaches
+/// the caller instead of leaving a helper polling forever.
+#[test]
+fn row_blocks_with_polling_helpers_keep_the_bits_and_let_panics_out() {
+    let (x, y) = toy(300, 7);
+    let run = |par: Par, blocks: usize| {
+        let mut m = Model::mlp(
+            &[2, 24, 24, 3],
+            &[Activation::Relu, Activation::LogSoftmax],
+            Init::PytorchDefault,
+            6,
+        )
+        .unwrap();
+        let cfg = TrainConfig {
+            epochs: 3,
+            batch: 50,
+            seed: 5,
+            optim: OptimConfig::adam(1e-2),
+            row_blocks: blocks,
+            par,
+            ..TrainConfig::default()
+        };
+        train::end_to_end(&mut m, &x, &Loss::CrossEntropy(y.clone()), &[], &cfg, &mut ()).unwrap();
+        flat(&m)
+    };
+    let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+    for blocks in [2, 3] {
+        let want = run(Par::Seq, blocks);
+        assert_eq!(pool(2).install(|| run(Par::Rayon(2), blocks)), want, "{blocks} blocks");
+        assert_eq!(pool(3).install(|| run(Par::Rayon(2), blocks)), want, "{blocks} blocks");
+        assert_eq!(pool(2).install(|| run(Par::Rayon(4), blocks)), want, "{blocks} blocks");
+        // Not on a worker: no helpers, the plain parallel path.
+        assert_eq!(run(Par::Rayon(2), blocks), want, "{blocks} blocks");
+    }
+    struct Bomb;
+    impl Observer for Bomb {
+        fn on_step(&mut self, info: &train::StepInfo) {
+            assert!(info.step < 5, "observer gives up at step {}", info.step);
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (xc, yc) = (x.clone(), y.clone());
+    std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(move || {
+            pool(2).install(|| {
+                let mut m =
+                    Model::mlp(&[2, 8, 3], &[Activation::Relu], Init::PytorchDefault, 1).unwrap();
+                let cfg = TrainConfig {
+                    epochs: 5,
+                    batch: 30,
+                    row_blocks: 2,
+                    par: Par::Rayon(2),
+                    ..TrainConfig::default()
+                };
+                let _ =
+                    train::end_to_end(&mut m, &xc, &Loss::CrossEntropy(yc), &[], &cfg, &mut Bomb);
+            })
+        });
+        let _ = tx.send(r.is_err());
+    });
+    let panicked = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a panic inside a run with polling helpers must end the run, not hang it");
+    assert!(panicked, "the observer's panic reaches the caller");
+}
+
 #[test]
 fn row_blocks_backpropagate_through_the_current_weights() {
     // With row blocks the input gradients read `W`, which the trainer writes back from its
