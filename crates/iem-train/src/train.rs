@@ -146,12 +146,15 @@ pub struct TrainConfig {
     /// after every epoch for an observer that [wants the model](Observer::wants_model), and
     /// when the run ends, however it ends; all but the first trained layer also get `W` back
     /// after every step, for the input-gradient products that read it.
+    ///
     /// Run on a worker of a rayon pool (inside `ThreadPool::install`) with `par` above one
-    /// thread, the pool's other threads (up to `par`'s degree) stay awake for the whole run:
-    /// they poll for the step's jobs instead of going to sleep between its parallel regions
-    /// (waking them took 10–40 µs on a virtual machine, several times per step), and so
-    /// spin while the run does serial work, observer callbacks included. Called from
-    /// outside a pool, the run uses the pool's threads as any rayon code does.
+    /// thread, other threads of the pool (one per further block, within `par`'s degree)
+    /// stay awake for the whole run: they poll for the step's jobs instead of going to sleep
+    /// between its parallel regions (waking them took 10–40 µs on a virtual machine, several
+    /// times per step), and so spin while the run does serial work, observer callbacks
+    /// included. Called from outside a pool, the run uses the pool's threads as any rayon
+    /// code does.
+    ///
     /// Steps with auxiliary objectives (greedy stages, volume controls) couple the rows of
     /// a batch and always run as one block.
     #[serde(default = "one")]
@@ -1041,9 +1044,10 @@ fn train_until(
         Ok(())
     };
     // Whatever ends the run, the model holds every update made. With row blocks on a pool's
-    // worker, the pool's other threads stay awake for the run (see `with_pollers`).
+    // worker, as many of the pool's other threads as there are other blocks stay awake for
+    // the run (see `with_pollers`); the rest of a larger pool sleeps and wakes as usual.
     let outcome = if blocked && cfg.par.degree() > 1 && rayon::current_thread_index().is_some() {
-        with_pollers(cfg.par.degree(), run)
+        with_pollers(cfg.par.degree().min(cfg.row_blocks), run)
     } else {
         run()
     };
