@@ -597,7 +597,9 @@ fn blocked_step(
                 s.spawn(move |_| {
                     // Counted even if the block panics: the wait below must end (the scope
                     // then resumes the panic).
-                    let _count = Count(done);
+                    let _count = OnDrop(|| {
+                        done.fetch_add(1, Ordering::Release);
+                    });
                     *r = ctx.run(b, rows, batch, step, par);
                 });
             }
@@ -637,21 +639,13 @@ fn blocked_step(
     Ok(mean)
 }
 
-/// Adds one to its counter when dropped (also while unwinding).
-struct Count<'a>(&'a AtomicUsize);
+/// Runs its closure when dropped, also while unwinding (a wait for the signal it sends must
+/// end even if the work before it panics).
+struct OnDrop<F: FnMut()>(F);
 
-impl Drop for Count<'_> {
+impl<F: FnMut()> Drop for OnDrop<F> {
     fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::Release);
-    }
-}
-
-/// Sets its flag when dropped (also while unwinding).
-struct Raise<'a>(&'a AtomicBool);
-
-impl Drop for Raise<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
+        (self.0)();
     }
 }
 
@@ -687,7 +681,7 @@ fn with_pollers<R>(degree: usize, lead: impl FnOnce() -> R) -> R {
         }
         // Raised however `lead` ends, a panic included (the scope then waits for the
         // helpers and resumes it).
-        let _stop = Raise(&stop);
+        let _stop = OnDrop(|| stop.store(true, Ordering::Release));
         lead()
     })
 }
