@@ -256,7 +256,7 @@ impl CrateCall<'_, '_> {
 const COL_HALF_MIN: usize = 64;
 
 /// `C`'s base pointer, shared by the calls that write its disjoint column halves.
-struct SendPtr(*mut f32);
+pub(crate) struct SendPtr(pub(crate) *mut f32);
 // SAFETY: only used to hand disjoint tiles of one `&mut [f32]` to rayon's threads, which
 // `rayon::join` finishes before the slice's borrow ends.
 unsafe impl Send for SendPtr {}
@@ -283,7 +283,7 @@ const KC: usize = 512;
 const NC: usize = 2048;
 const MC_MAX: usize = 144;
 /// Below this many multiply-adds a call stays on one thread.
-const PAR_MIN_FLOPS: usize = 1 << 22;
+pub(crate) const PAR_MIN_FLOPS: usize = 1 << 22;
 
 /// Element `(i, p)` of `op(A)`: pointer strides (row, k).
 #[inline(always)]

@@ -12,6 +12,8 @@
 //!   log-softmax (the same bits).
 //! - [`elementwise`]: ReLU (also in place), |·|, exp, ln and their backward passes; `axpy`,
 //!   `scale`, `dot`, Adam/AdamW and SGD update loops.
+//! - [`panel`]: products with a matrix kept in 64-column panels, the AVX-512 micro-kernel's
+//!   own layout (no per-call packing), for a trainer's weights.
 //! - [`distance`]: batch-by-prototype squared distances through one GEMM.
 //! - [`math`]: the vectorised `exp`/`ln` with their tested error bounds.
 //! - [`reference`](mod@reference): plain f64 implementations every kernel is tested against.
@@ -34,6 +36,7 @@ pub mod elementwise;
 pub mod gemm;
 mod isa;
 pub mod math;
+pub mod panel;
 pub mod reference;
 pub mod rows;
 pub mod simd;

@@ -2,7 +2,7 @@
 //! inputs, and bit-identical results for 1 and 2 threads. Run once per instruction set:
 //! `IEM_SIMD=scalar|avx2|avx512 cargo test -p iem-simd` (`.ci/run` does).
 
-use iem_simd::{Gemm, Isa, Par, elementwise as ew, math, reference as rf, rows};
+use iem_simd::{Gemm, Isa, Par, elementwise as ew, math, panel, reference as rf, rows};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -941,4 +941,98 @@ fn adam_update_finite_is_adam_update_then_all_finite() {
             }
         }
     }
+}
+
+/// `panel::matmul` and `panel::matmul_tn` against f64 products on odd sizes (partial 6-row
+/// tiles, depths 1 to past the crate's depth blocks), with and without bias; 1 vs 2 threads
+/// bit-identical; pack / unpack exact inverses that follow `panel::index`.
+fn check_panels(n: usize, k: usize, u: usize, seed: u64) {
+    let mut r = rng(seed);
+    let a = randv(&mut r, n * k, -1.0, 1.0);
+    let w = randv(&mut r, u * k, -1.0, 1.0); // W, u × k
+    let g = randv(&mut r, n * u, -1.0, 1.0);
+    let bias = randv(&mut r, u, -1.0, 1.0);
+    let what = format!("{n}×{k}×{u} under {}", Isa::current());
+    let mut wt = vec![f32::NAN; u * k];
+    panel::pack_transposed(&w, u, k, &mut wt, Par::Seq);
+    for (c, row) in w.chunks(k.max(1)).enumerate().take(u) {
+        for (rr, &v) in row.iter().enumerate() {
+            assert_eq!(wt[panel::index(k, rr, c)].to_bits(), v.to_bits(), "pack {what}");
+        }
+    }
+    let mut back = vec![f32::NAN; u * k];
+    panel::unpack_transposed(&wt, k, u, &mut back, Par::Seq);
+    assert_eq!(back, w, "unpack {what}");
+    let tol = 1e-6 * (k.max(n) as f64).sqrt() * 4.0;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    for with_bias in [false, true] {
+        let b = with_bias.then_some(&bias[..]);
+        // Garbage in C: it is overwritten.
+        let mut c = vec![f32::NAN; n * u];
+        panel::matmul(&a, n, k, &wt, u, b, &mut c, Par::Seq);
+        let mut want = vec![0.0f64; n * u];
+        for i in 0..n {
+            for j in 0..u {
+                let dot: f64 = (0..k).map(|p| a[i * k + p] as f64 * w[j * k + p] as f64).sum();
+                want[i * u + j] = dot + if with_bias { bias[j] as f64 } else { 0.0 };
+            }
+        }
+        assert_close(&format!("panel::matmul bias={with_bias} {what}"), &c, &want, tol, tol);
+        let mut c2 = vec![f32::NAN; n * u];
+        pool.install(|| panel::matmul(&a, n, k, &wt, u, b, &mut c2, Par::Rayon(2)));
+        assert_eq!(bits(&c), bits(&c2), "panel::matmul 1 vs 2 threads {what}");
+    }
+    let mut d = vec![f32::NAN; k * u];
+    let mut scratch = Vec::new();
+    panel::matmul_tn(&a, n, k, &g, u, &mut d, &mut scratch, Par::Seq);
+    let mut got = vec![0.0f32; k * u]; // D row-major, to compare
+    let mut want = vec![0.0f64; k * u];
+    for rr in 0..k {
+        for j in 0..u {
+            got[rr * u + j] = d[panel::index(k, rr, j)];
+            want[rr * u + j] = (0..n).map(|b| a[b * k + rr] as f64 * g[b * u + j] as f64).sum();
+        }
+    }
+    assert_close(&format!("panel::matmul_tn {what}"), &got, &want, tol, tol);
+    let mut d2 = vec![f32::NAN; k * u];
+    pool.install(|| panel::matmul_tn(&a, n, k, &g, u, &mut d2, &mut scratch, Par::Rayon(2)));
+    assert_eq!(bits(&d), bits(&d2), "panel::matmul_tn 1 vs 2 threads {what}");
+}
+
+#[test]
+fn panel_products_against_reference() {
+    for (i, &(n, k, u)) in [
+        (1usize, 1usize, 64usize),
+        (5, 3, 64),
+        (7, 17, 128),
+        (13, 65, 192),
+        (0, 9, 64),
+        (3, 0, 64),
+        // A row block of the MNIST-size model (two tasks of 126 rows, partial last tile),
+        // and a first layer: depth 784, 127 + 4 features.
+        (128, 256, 256),
+        (131, 784, 128),
+    ]
+    .iter()
+    .enumerate()
+    {
+        check_panels(n, k, u, 300 + i as u64);
+    }
+}
+
+#[test]
+fn panel_rejects_widths_that_do_not_fit() {
+    assert!(panel::fits(64) && panel::fits(256));
+    assert!(!panel::fits(0) && !panel::fits(10) && !panel::fits(100));
+    let r = std::panic::catch_unwind(|| {
+        let mut c = vec![0.0; 10];
+        panel::matmul(&[1.0], 1, 1, &[0.0; 10], 10, None, &mut c, Par::Seq);
+    });
+    let msg = r.expect_err("u = 10 must panic");
+    let msg = msg.downcast_ref::<String>().expect("a formatted message");
+    assert!(msg.contains("10 columns is not a positive multiple of 64"), "{msg}");
+}
+
+fn bits(x: &[f32]) -> Vec<u32> {
+    x.iter().map(|v| v.to_bits()).collect()
 }

@@ -3,9 +3,49 @@
 
 use crate::{Result, TrainError};
 use iem_activations::{Activation, Forward};
-use iem_simd::{Gemm, Par};
+use iem_simd::{Gemm, Par, panel};
 use iem_tensor::Matrix;
 use serde::{Deserialize, Serialize};
+
+/// The trainer's working copy of a linear layer's weights with row blocks
+/// (`TrainConfig::row_blocks`): `Wᵀ` (`in × out`), its gradient and the optimiser's state
+/// in the same layout (the update is elementwise). Row-major, or — when `out` is a multiple
+/// of 64 and the AVX-512 kernels run — in the 64-column panels of [`iem_simd::panel`], the
+/// `gemm` crate's micro-kernel's own layout, which its forward and weight-gradient
+/// products then read and write without the crate's per-call packing (`BENCHMARKS.md`).
+#[derive(Clone, Debug)]
+pub(crate) struct WorkWeights {
+    /// `Wᵀ`'s elements: shape `in × out`, in panel order when `panels`.
+    pub t: Matrix,
+    pub panels: bool,
+}
+
+impl WorkWeights {
+    /// From `W` (`out × in`): panels when `out` fits them and the fast kernels run.
+    pub fn new(w: &Matrix, par: Par) -> WorkWeights {
+        let (o, i) = w.shape();
+        let mut t = Matrix::zeros(0, 0);
+        if panel::fast() && panel::fits(o) {
+            t.resize(i, o);
+            panel::pack_transposed(w.as_slice(), o, i, t.as_mut_slice(), par);
+            WorkWeights { t, panels: true }
+        } else {
+            w.transpose_into(&mut t, par);
+            WorkWeights { t, panels: false }
+        }
+    }
+
+    /// Writes `W` (`out × in`) back into `w`.
+    pub fn write_back(&self, w: &mut Matrix, par: Par) {
+        let (i, o) = self.t.shape();
+        if self.panels {
+            w.resize(o, i);
+            panel::unpack_transposed(self.t.as_slice(), i, o, w.as_mut_slice(), par);
+        } else {
+            self.t.transpose_into(w, par);
+        }
+    }
+}
 
 /// One layer of a [`crate::Model`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -271,16 +311,17 @@ impl Layer {
         self.forward_into_t(index, x, out, cache, None, par)
     }
 
-    /// [`Layer::forward_into`] given, for a linear layer, `wt = Wᵀ` (`in × out`, the
-    /// trainer's layout with row blocks, see `TrainConfig::row_blocks`): `X·Wᵀ` then runs
-    /// as the product `X·wt`, whose large-shape path copies `wt` instead of transposing `W`.
+    /// [`Layer::forward_into`] given, for a linear layer, the trainer's working weights
+    /// `wt` ([`WorkWeights`], with row blocks, see `TrainConfig::row_blocks`): `X·Wᵀ` then
+    /// runs as the product `X·wt`, whose large-shape path copies `wt` instead of
+    /// transposing `W`, or reads its panels in place.
     pub(crate) fn forward_into_t(
         &self,
         index: usize,
         x: &Matrix,
         out: &mut Matrix,
         cache: &mut Cache,
-        wt: Option<&Matrix>,
+        wt: Option<&WorkWeights>,
         par: Par,
     ) -> Result<()> {
         if x.cols() != self.input_width() {
@@ -299,9 +340,17 @@ impl Layer {
             Layer::Linear { w, b } => {
                 out.resize(n, w.rows());
                 let g = match wt {
+                    Some(t) if t.panels => {
+                        let (o, i) = w.shape();
+                        debug_assert_eq!(t.t.shape(), (i, o), "layer {index}: Wᵀ");
+                        let (x, out) = (x.as_slice(), out.as_mut_slice());
+                        panel::matmul(x, n, i, t.t.as_slice(), o, Some(b), out, par);
+                        *cache = Cache::None;
+                        return Ok(());
+                    }
                     Some(t) => {
-                        debug_assert_eq!(t.shape(), (w.cols(), w.rows()), "layer {index}: Wᵀ");
-                        Gemm::nn(n, w.cols(), w.rows(), x.as_slice(), t.as_slice())
+                        debug_assert_eq!(t.t.shape(), (w.cols(), w.rows()), "layer {index}: Wᵀ");
+                        Gemm::nn(n, w.cols(), w.rows(), x.as_slice(), t.t.as_slice())
                     }
                     None => Gemm::nt(n, w.cols(), w.rows(), x.as_slice(), w.as_slice()),
                 };
@@ -378,7 +427,19 @@ impl Layer {
         let empty = Matrix::zeros(0, 0);
         let y = if let Cache::Act(f) = cache { &f.out } else { &empty };
         let (mut dx, mut pg) = (Matrix::zeros(0, 0), Vec::new());
-        self.backward_into(index, x, y, cache, g, &mut dx, &mut pg, true, None, par)?;
+        self.backward_into(
+            index,
+            x,
+            y,
+            cache,
+            g,
+            &mut dx,
+            &mut pg,
+            true,
+            None,
+            &mut Vec::new(),
+            par,
+        )?;
         Ok((dx, pg))
     }
 
@@ -387,8 +448,9 @@ impl Layer {
     /// is false — the first trained layer, whose input is data or frozen: linear layers then
     /// skip their largest product; other kinds compute it anyway. Linear layers and
     /// activations allocate nothing once the shapes are stable. `wt` as for
-    /// [`Layer::forward_into_t`]: given `Wᵀ`, a linear layer writes its weight gradient in
-    /// that layout too (`Xᵀ·G`, `in × out`) and computes `∂L/∂x = G·W` from it. An
+    /// [`Layer::forward_into_t`]: given working weights, a linear layer writes its weight
+    /// gradient in their layout too (`Xᵀ·G`, `in × out`, row-major or in panels, which
+    /// `pack` holds `G` repacked for) and computes `∂L/∂x = G·W` from `W`. An
     /// activation given an empty `x` (`0 × 0`) was computed in place by the trainer's
     /// forward pass (`Model::forward_trace` with `fuse`) and takes its gradient from `y`.
     #[allow(clippy::too_many_arguments)]
@@ -402,7 +464,8 @@ impl Layer {
         dx: &mut Matrix,
         pg: &mut Vec<Vec<f32>>,
         need_dx: bool,
-        wt: Option<&Matrix>,
+        wt: Option<&WorkWeights>,
+        pack: &mut Vec<f32>,
         par: Par,
     ) -> Result<()> {
         let n = x.rows();
@@ -413,10 +476,13 @@ impl Layer {
                 pg[0].resize(o * i, 0.0);
                 // With `wt` the weight gradient is produced in its layout too (`Xᵀ·G`).
                 match wt {
-                    Some(_) => Gemm::tn(i, n, o, x.as_slice(), g.as_slice()),
-                    None => Gemm::tn(o, n, i, g.as_slice(), x.as_slice()),
+                    Some(t) if t.panels => {
+                        let (x, g) = (x.as_slice(), g.as_slice());
+                        panel::matmul_tn(x, n, i, g, o, &mut pg[0], pack, par);
+                    }
+                    Some(_) => Gemm::tn(i, n, o, x.as_slice(), g.as_slice()).run(&mut pg[0], par),
+                    None => Gemm::tn(o, n, i, g.as_slice(), x.as_slice()).run(&mut pg[0], par),
                 }
-                .run(&mut pg[0], par);
                 g.col_sums_into(&mut pg[1]);
                 if need_dx {
                     dx.resize(n, i);

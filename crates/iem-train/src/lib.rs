@@ -78,6 +78,7 @@ pub mod optim;
 pub mod probe;
 pub mod train;
 
+use layer::WorkWeights;
 pub use layer::{Cache, Distance, Layer};
 
 use iem_activations::Activation;
@@ -304,7 +305,7 @@ impl Model {
         t: &mut Trace,
         from: usize,
         to: usize,
-        wt: &[Option<Matrix>],
+        wt: &[Option<WorkWeights>],
         par: Par,
         fuse: Option<usize>,
     ) -> Result<()> {
@@ -389,7 +390,8 @@ impl Model {
         let mut input_grads = vec![Matrix::zeros(0, 0); n];
         let (mut g, mut spare, mut grads) =
             (g, [Matrix::zeros(0, 0), Matrix::zeros(0, 0)], ParamGrads::new());
-        let bufs = Backward { g: &mut g, spare: &mut spare, grads: &mut grads };
+        let bufs =
+            Backward { g: &mut g, spare: &mut spare, grads: &mut grads, pack: &mut Vec::new() };
         self.backward_trace(trace, from, bufs, extra, &[], par, true, |i, dx| {
             input_grads[i] = dx.clone();
         })?;
@@ -412,12 +414,12 @@ impl Model {
         from: usize,
         bufs: Backward<'_>,
         extra: &[(usize, Matrix)],
-        wt: &[Option<Matrix>],
+        wt: &[Option<WorkWeights>],
         par: Par,
         first_dx: bool,
         mut on_dx: impl FnMut(usize, &Matrix),
     ) -> Result<()> {
-        let Backward { g, spare: [s0, s1], grads } = bufs;
+        let Backward { g, spare: [s0, s1], grads, pack } = bufs;
         let n = trace.caches.len();
         grads.resize_with(n, Vec::new);
         // The output gradient stays in `g`; the layers' input gradients alternate between
@@ -452,6 +454,7 @@ impl Model {
                 &mut grads[i],
                 need_dx,
                 wt.get(i).and_then(Option::as_ref),
+                pack,
                 par,
             )?;
             on_dx(i, dx);
@@ -468,6 +471,8 @@ pub(crate) struct Backward<'a> {
     pub spare: &'a mut [Matrix; 2],
     /// Parameter gradients per layer.
     pub grads: &'a mut ParamGrads,
+    /// Scratch for a weight gradient in panels ([`layer::WorkWeights`]).
+    pub pack: &'a mut Vec<f32>,
 }
 
 #[cfg(test)]
@@ -501,7 +506,12 @@ mod tests {
                 let (mut gg, mut spare, mut grads) =
                     (g.clone(), [Matrix::zeros(0, 0), Matrix::zeros(0, 0)], ParamGrads::new());
                 let mut dxs = vec![Vec::new(); n];
-                let bufs = Backward { g: &mut gg, spare: &mut spare, grads: &mut grads };
+                let bufs = Backward {
+                    g: &mut gg,
+                    spare: &mut spare,
+                    grads: &mut grads,
+                    pack: &mut Vec::new(),
+                };
                 m.backward_trace(&t, 0, bufs, &[], &[], Par::Seq, false, |i, dx| {
                     dxs[i] = dx.as_slice().iter().map(|v| v.to_bits()).collect();
                 })

@@ -203,7 +203,7 @@ impl Optimizer {
         layers: std::ops::Range<usize>,
         grads: &mut ParamGrads,
         norm: f32,
-        wt: &mut [Option<iem_tensor::Matrix>],
+        wt: &mut [Option<crate::layer::WorkWeights>],
         par: Par,
     ) -> bool {
         use rayon::prelude::*;
@@ -235,7 +235,7 @@ impl Optimizer {
         for ((layer, (ms, vs)), gs) in model.layers[layers].iter_mut().zip(states).zip(grads) {
             let mut params = layer.params_mut();
             if let Some(Some(t)) = wt.next() {
-                params[0] = t.as_mut_slice();
+                params[0] = t.t.as_mut_slice();
             }
             for (((p, g), m), v) in params.into_iter().zip(gs).zip(ms).zip(vs) {
                 let chunks = p.chunks_mut(CHUNK).zip(g.chunks(CHUNK));

@@ -1,5 +1,6 @@
 //! Trainers: end-to-end (approach 2), greedy layer-wise (approach 1), and fine-tuning.
 
+use crate::layer::WorkWeights;
 use crate::optim::{CHUNK, OptimConfig, Optimizer};
 use crate::{Backward, Model, ParamGrads, Result, Trace, TrainError};
 use iem_losses::loss::{Reduction, cross_entropy, lse_loss, mse, soft_cross_entropy};
@@ -463,6 +464,8 @@ struct Block {
     zs: Vec<(usize, f64)>,
     /// The block's summed (not averaged) loss.
     value: f64,
+    /// Scratch of its weight gradients in panels.
+    pack: Vec<f32>,
 }
 
 impl Default for Block {
@@ -474,6 +477,7 @@ impl Default for Block {
             grads: ParamGrads::new(),
             zs: Vec::new(),
             value: 0.0,
+            pack: Vec::new(),
         }
     }
 }
@@ -481,8 +485,8 @@ impl Default for Block {
 /// What every row block of a step shares.
 struct BlockCtx<'a> {
     model: &'a Model,
-    /// Transposed weights of the linear layers of `range` (see [`transposed_weights`]).
-    wt: &'a [Option<Matrix>],
+    /// Working weights of the linear layers of `range` (see [`transposed_weights`]).
+    wt: &'a [Option<WorkWeights>],
     base: &'a Matrix,
     range: Range<usize>,
     loss: &'a Loss,
@@ -500,7 +504,7 @@ impl BlockCtx<'_> {
         step: usize,
         par: Par,
     ) -> Result<()> {
-        let Block { trace, g, spare, grads, zs, value } = blk;
+        let Block { trace, g, spare, grads, zs, value, pack } = blk;
         self.base.select_rows_into(rows, &mut trace.values[0]);
         self.model.forward_trace(
             trace,
@@ -513,7 +517,7 @@ impl BlockCtx<'_> {
         check_finite_values(step, self.range.start, trace)?;
         *value = block_loss(self.loss, trace.output(), rows, batch, g)?;
         zs.clear();
-        let bufs = Backward { g, spare, grads };
+        let bufs = Backward { g, spare, grads, pack };
         let wt = self.wt;
         self.model.backward_trace(trace, self.range.start, bufs, &[], wt, par, false, |i, dx| {
             if self.zero_sum[i] {
@@ -523,40 +527,37 @@ impl BlockCtx<'_> {
     }
 }
 
-/// `Wᵀ` of each linear layer of `range` (`None` for other layers): with row blocks the
-/// trainer keeps linear layers' weights transposed for the whole run — the forward products
-/// `X·Wᵀ` then run as `X·(Wᵀ)`, whose large-shape GEMM copies the weights instead of
-/// transposing them in every block (the transposition was a tenth of the MNIST-size step;
-/// `BENCHMARKS.md`), and the weight gradients and the optimiser's state take the same
+/// The working weights ([`WorkWeights`]: `Wᵀ`, row-major or in panels) of each linear
+/// layer of `range` (`None` for other layers): with row blocks the trainer keeps linear
+/// layers' weights this way for the whole run — the forward products `X·Wᵀ` then run as
+/// `X·(Wᵀ)`, whose large-shape GEMM copies the weights instead of transposing them in every
+/// block (the transposition was a tenth of the MNIST-size step; `BENCHMARKS.md`), or reads
+/// the panels in place; the weight gradients and the optimiser's state take the same
 /// layout. [`untranspose_weights`] writes them back into the model.
-fn transposed_weights(model: &Model, range: Range<usize>, par: Par) -> Vec<Option<Matrix>> {
+fn transposed_weights(model: &Model, range: Range<usize>, par: Par) -> Vec<Option<WorkWeights>> {
     model.layers[range]
         .iter()
         .map(|l| match l {
-            crate::Layer::Linear { w, .. } => {
-                let mut t = Matrix::zeros(0, 0);
-                w.transpose_into(&mut t, par);
-                Some(t)
-            }
+            crate::Layer::Linear { w, .. } => Some(WorkWeights::new(w, par)),
             _ => None,
         })
         .collect()
 }
 
-/// `W = (Wᵀ)ᵀ` for each transposed weight matrix of [`transposed_weights`] from the
-/// `from`-th layer of `range` on. After every step the trainer writes back all but the
-/// first layer (`from = 1`): the backward pass reads `W` for the input gradients, which
-/// only the first layer skips (see [`Model::backward_trace`]).
+/// `W` from the working weights of [`transposed_weights`], from the `from`-th layer of
+/// `range` on. After every step the trainer writes back all but the first layer
+/// (`from = 1`): the backward pass reads `W` for the input gradients, which only the first
+/// layer skips (see [`Model::backward_trace`]).
 fn untranspose_weights(
     model: &mut Model,
     range: Range<usize>,
-    wt: &[Option<Matrix>],
+    wt: &[Option<WorkWeights>],
     from: usize,
     par: Par,
 ) {
     for (layer, t) in model.layers[range].iter_mut().zip(wt).skip(from) {
         if let (crate::Layer::Linear { w, .. }, Some(t)) = (layer, t) {
-            t.transpose_into(w, par);
+            t.write_back(w, par);
         }
     }
 }
@@ -903,6 +904,7 @@ fn train_until(
     let mut trace = Trace { values: vec![Matrix::zeros(0, 0)], caches: Vec::new() };
     let mut g = Matrix::zeros(0, 0);
     let (mut spare, mut grads) = ([Matrix::zeros(0, 0), Matrix::zeros(0, 0)], Vec::new());
+    let mut pack = Vec::new();
     let zero_sum: Vec<bool> =
         range.clone().map(|l| obs.wants_zero_sum() && model.layers[l].zero_sum()).collect();
     // Buffers of each row block when `row_blocks > 1`, and the transposed weights of the
@@ -968,7 +970,12 @@ fn train_until(
                     if !value.is_finite() {
                         return Err(TrainError::NonFinite { step, layer: None, quantity: "loss" });
                     }
-                    let bufs = Backward { g: &mut g, spare: &mut spare, grads: &mut grads };
+                    let bufs = Backward {
+                        g: &mut g,
+                        spare: &mut spare,
+                        grads: &mut grads,
+                        pack: &mut pack,
+                    };
                     model.backward_trace(
                         &trace,
                         range.start,

@@ -559,7 +559,16 @@ fn row_blocks_give_the_batch_gradient_for_every_layer_kind() {
     let relu =
         Model::mlp(&[3, 6, 5, 3], &[Activation::Relu, Activation::Relu], Init::PytorchDefault, 5)
             .unwrap();
-    for (mi, m) in models().into_iter().chain([relu]).enumerate() {
+    // Hidden widths that are multiples of 64: on AVX-512 those layers' working weights,
+    // gradients and optimiser state are kept in the panels of `iem_simd::panel`.
+    let wide = Model::mlp(
+        &[3, 64, 128, 3],
+        &[Activation::Relu, Activation::Softmax { temperature: Temperature::Fixed(1.0) }],
+        Init::PytorchDefault,
+        8,
+    )
+    .unwrap();
+    for (mi, m) in models().into_iter().chain([relu, wide]).enumerate() {
         let g = grad_of(&m, &x, &y);
         let (whole, info1) = one_sgd_step(&m, &x, &ce, 1, Par::Seq);
         // 7 rows in blocks of 3, 3 and 1; and more blocks than rows (one row each).
@@ -676,6 +685,56 @@ fn row_blocks_are_deterministic_and_checked() {
         // back), as without row blocks.
         assert!(flat(&m).iter().any(|v| !v.is_finite()));
     }
+}
+
+/// Linear layers whose width is a multiple of 64 keep their working weights in panels
+/// (`iem_simd::panel`) on AVX-512: 1 or 2 threads still give the same bits over several
+/// Adam epochs, and weights made non-finite by an update are still named with their layer
+/// (the model gets the failed update back from the panels).
+#[test]
+fn row_blocks_with_panel_wide_layers_keep_the_bits_and_name_failures() {
+    let (x, y) = toy(300, 8);
+    let model = || {
+        Model::mlp(
+            &[2, 64, 128, 3],
+            &[Activation::Relu, Activation::LogSoftmax],
+            Init::PytorchDefault,
+            3,
+        )
+        .unwrap()
+    };
+    let run = |par: Par| {
+        let mut m = model();
+        let cfg = TrainConfig {
+            epochs: 3,
+            batch: 64,
+            seed: 4,
+            optim: OptimConfig::adam(1e-2),
+            row_blocks: 2,
+            par,
+            ..TrainConfig::default()
+        };
+        train::end_to_end(&mut m, &x, &Loss::CrossEntropy(y.clone()), &[], &cfg, &mut ()).unwrap();
+        m
+    };
+    let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+    let one = pool(1).install(|| run(Par::Seq));
+    assert_eq!(pool(2).install(|| run(Par::Rayon(2))), one);
+    assert_ne!(one, model(), "the run trained");
+    let x = Matrix::from_vec(x.rows(), x.cols(), x.as_slice().iter().map(|v| v * 1e3).collect())
+        .unwrap();
+    let mut m = model();
+    let cfg = TrainConfig {
+        epochs: 1,
+        optim: OptimConfig::sgd(f32::MAX, 0.0),
+        row_blocks: 2,
+        ..TrainConfig::default()
+    };
+    match train::end_to_end(&mut m, &x, &Loss::CrossEntropy(y.clone()), &[], &cfg, &mut ()) {
+        Err(TrainError::NonFinite { layer: Some(_), quantity: "weight", .. }) => {}
+        other => panic!("expected a non-finite weight, got {other:?}"),
+    }
+    assert!(flat(&m).iter().any(|v| !v.is_finite()));
 }
 
 /// With row blocks on a pool's worker, the pool's other threads poll for the step's work
