@@ -12,7 +12,7 @@
 //! - [`matmul`]: `C = A·B (+ bias)`, `A` row-major, `B` in panels, `C` row-major.
 //! - [`matmul_tn`]: `D = Aᵀ·G`, `A` and `G` row-major, `D` in panels (a weight gradient).
 //! - [`pack_transposed`] / [`unpack_transposed`]: `W` (`u × k` row-major) to and from the
-//!   panels of `Wᵀ`.
+//!   panels of `Wᵀ`; [`transpose_panels`]: panels of `M` to panels of `Mᵀ`.
 //!
 //! The column count `u` must be a multiple of [`WIDTH`] ([`fits`]). Only AVX-512 has the
 //! fast kernels ([`fast`]); elsewhere the same functions run plain loops (correct, slow),
@@ -105,6 +105,32 @@ pub fn unpack_transposed(panels: &[f32], k: usize, u: usize, w: &mut [f32], par:
     }
     for (src, out) in panels.chunks(WIDTH * k).zip(w.chunks_mut(WIDTH * k)) {
         transpose(src, k, WIDTH, out, par);
+    }
+}
+
+/// Writes the panels of `Mᵀ` (`u × k`) into `dst`, given the panels of `M` (`k × u`): both
+/// dimensions must [`fit`](fits). Each 64 × 64 block moves with one transposition.
+///
+/// # Panics
+/// If `k` or `u` does not fit or a slice's length is not `k·u`.
+pub fn transpose_panels(src: &[f32], k: usize, u: usize, dst: &mut [f32], par: Par) {
+    check_fits("transpose_panels", k);
+    check_fits("transpose_panels", u);
+    check_len("transpose_panels", "src", src.len(), k * u, &format!("{k}×{u}"));
+    check_len("transpose_panels", "dst", dst.len(), k * u, &format!("{u}×{k}"));
+    const B: usize = WIDTH * WIDTH;
+    let run = |(q, out): (usize, &mut [f32])| {
+        // Panel q of Mᵀ: columns 64q..64q+64 of Mᵀ, i.e. rows 64q..64q+64 of M, whose
+        // block in M's panel p is contiguous; it lands transposed at rows 64p.. of it.
+        for (p, o) in out.chunks_mut(B).enumerate() {
+            let at = p * WIDTH * k + q * B;
+            transpose(&src[at..at + B], WIDTH, WIDTH, o, Par::Seq);
+        }
+    };
+    if par.degree() > 1 && k * u >= 4 * B {
+        dst.par_chunks_mut(WIDTH * u).enumerate().for_each(run);
+    } else {
+        dst.chunks_mut(WIDTH * u).enumerate().for_each(run);
     }
 }
 

@@ -963,6 +963,20 @@ fn check_panels(n: usize, k: usize, u: usize, seed: u64) {
     let mut back = vec![f32::NAN; u * k];
     panel::unpack_transposed(&wt, k, u, &mut back, Par::Seq);
     assert_eq!(back, w, "unpack {what}");
+    if panel::fits(k) {
+        // Panels of W (u × k) from the panels of Wᵀ, and back.
+        let mut wp = vec![f32::NAN; u * k];
+        panel::transpose_panels(&wt, k, u, &mut wp, Par::Seq);
+        for (c, row) in w.chunks(k).enumerate() {
+            for (rr, &v) in row.iter().enumerate() {
+                assert_eq!(wp[panel::index(u, c, rr)].to_bits(), v.to_bits(), "panels of W {what}");
+            }
+        }
+        let mut again = vec![f32::NAN; u * k];
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        pool.install(|| panel::transpose_panels(&wp, u, k, &mut again, Par::Rayon(2)));
+        assert_eq!(bits(&again), bits(&wt), "transpose_panels twice {what}");
+    }
     let tol = 1e-6 * (k.max(n) as f64).sqrt() * 4.0;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     for with_bias in [false, true] {
@@ -1012,6 +1026,7 @@ fn panel_products_against_reference() {
         // and a first layer: depth 784, 127 + 4 features.
         (128, 256, 256),
         (131, 784, 128),
+        (9, 128, 192),
     ]
     .iter()
     .enumerate()

@@ -13,25 +13,46 @@ use serde::{Deserialize, Serialize};
 /// of 64 and the AVX-512 kernels run — in the 64-column panels of [`iem_simd::panel`], the
 /// `gemm` crate's micro-kernel's own layout, which its forward and weight-gradient
 /// products then read and write without the crate's per-call packing (`BENCHMARKS.md`).
+/// A layer whose input gradient the trainer needs and whose `in` fits panels also keeps
+/// `W` in panels (`wp`, refreshed after every update) for the product `G·W`.
 #[derive(Clone, Debug)]
 pub(crate) struct WorkWeights {
     /// `Wᵀ`'s elements: shape `in × out`, in panel order when `panels`.
     pub t: Matrix,
     pub panels: bool,
+    /// `W` (`out × in`) in panels, for the input gradient.
+    pub wp: Option<Matrix>,
 }
 
 impl WorkWeights {
-    /// From `W` (`out × in`): panels when `out` fits them and the fast kernels run.
-    pub fn new(w: &Matrix, par: Par) -> WorkWeights {
+    /// From `W` (`out × in`): panels when `out` fits them and the fast kernels run; `W`'s
+    /// panels too when `input_grad` and `in` fits.
+    pub fn new(w: &Matrix, input_grad: bool, par: Par) -> WorkWeights {
         let (o, i) = w.shape();
         let mut t = Matrix::zeros(0, 0);
-        if panel::fast() && panel::fits(o) {
+        let panels = panel::fast() && panel::fits(o);
+        if panels {
             t.resize(i, o);
             panel::pack_transposed(w.as_slice(), o, i, t.as_mut_slice(), par);
-            WorkWeights { t, panels: true }
         } else {
             w.transpose_into(&mut t, par);
-            WorkWeights { t, panels: false }
+        }
+        let wp = (input_grad && panel::fast() && panel::fits(i)).then(|| Matrix::zeros(o, i));
+        let mut ww = WorkWeights { t, panels, wp };
+        ww.refresh(par);
+        ww
+    }
+
+    /// Recomputes `wp` (if kept) from the working copy after an update.
+    pub fn refresh(&mut self, par: Par) {
+        let (i, o) = self.t.shape();
+        if let Some(wp) = &mut self.wp {
+            if self.panels {
+                panel::transpose_panels(self.t.as_slice(), i, o, wp.as_mut_slice(), par);
+            } else {
+                // Row-major Wᵀ (in × out) is the u × k input of `pack_transposed`.
+                panel::pack_transposed(self.t.as_slice(), i, o, wp.as_mut_slice(), par);
+            }
         }
     }
 
@@ -486,10 +507,15 @@ impl Layer {
                 g.col_sums_into(&mut pg[1]);
                 if need_dx {
                     dx.resize(n, i);
-                    // `G·W` from `W` even when `Wᵀ` is given: the caller keeps `W` current
-                    // for every layer whose input gradient it asks for, and the product
-                    // runs faster from `W` than from `Wᵀ` (`BENCHMARKS.md`).
-                    Gemm::nn(n, o, i, g.as_slice(), w.as_slice()).run(dx.as_mut_slice(), par);
+                    // `G·W` from `W` (or its panels) even when `Wᵀ` is given: the caller
+                    // keeps them current for every layer whose input gradient it asks for,
+                    // and the product runs faster from `W` than from `Wᵀ` (`BENCHMARKS.md`).
+                    if let Some(wp) = wt.and_then(|t| t.wp.as_ref()) {
+                        let (g, dx) = (g.as_slice(), dx.as_mut_slice());
+                        panel::matmul(g, n, o, wp.as_slice(), i, None, dx, par);
+                    } else {
+                        Gemm::nn(n, o, i, g.as_slice(), w.as_slice()).run(dx.as_mut_slice(), par);
+                    }
                 } else {
                     dx.resize(0, 0);
                 }

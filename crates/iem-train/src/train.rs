@@ -537,27 +537,42 @@ impl BlockCtx<'_> {
 fn transposed_weights(model: &Model, range: Range<usize>, par: Par) -> Vec<Option<WorkWeights>> {
     model.layers[range]
         .iter()
-        .map(|l| match l {
-            crate::Layer::Linear { w, .. } => Some(WorkWeights::new(w, par)),
+        .enumerate()
+        .map(|(i, l)| match l {
+            crate::Layer::Linear { w, .. } => Some(WorkWeights::new(w, i > 0, par)),
             _ => None,
         })
         .collect()
 }
 
-/// `W` from the working weights of [`transposed_weights`], from the `from`-th layer of
-/// `range` on. After every step the trainer writes back all but the first layer
-/// (`from = 1`): the backward pass reads `W` for the input gradients, which only the first
-/// layer skips (see [`Model::backward_trace`]).
+/// `W` from the working weights of [`transposed_weights`] into the model, for every linear
+/// layer of `range`.
 fn untranspose_weights(
     model: &mut Model,
     range: Range<usize>,
     wt: &[Option<WorkWeights>],
-    from: usize,
     par: Par,
 ) {
-    for (layer, t) in model.layers[range].iter_mut().zip(wt).skip(from) {
+    for (layer, t) in model.layers[range].iter_mut().zip(wt) {
         if let (crate::Layer::Linear { w, .. }, Some(t)) = (layer, t) {
             t.write_back(w, par);
+        }
+    }
+}
+
+/// After every step: what the next backward pass reads for the input gradients — `W`'s
+/// panels where a layer keeps them, else `W` in the model — from the working weights of
+/// every linear layer of `range` but the first, whose input gradient is never computed
+/// (see [`Model::backward_trace`]).
+fn refresh_for_backward(
+    model: &mut Model,
+    range: Range<usize>,
+    wt: &mut [Option<WorkWeights>],
+    par: Par,
+) {
+    for (layer, t) in model.layers[range].iter_mut().zip(wt).skip(1) {
+        if let (crate::Layer::Linear { w, .. }, Some(t)) = (layer, t) {
+            if t.wp.is_some() { t.refresh(par) } else { t.write_back(w, par) }
         }
     }
 }
@@ -1013,10 +1028,10 @@ fn train_until(
                 let norm = grad_norms.iter().map(|v| v * v).sum::<f64>().sqrt() as f32;
                 let finite = opt.apply(model, range.clone(), grads, norm, &mut wt, cfg.par);
                 if blocked && finite {
-                    untranspose_weights(model, range.clone(), &wt, 1, cfg.par);
+                    refresh_for_backward(model, range.clone(), &mut wt, cfg.par);
                 }
                 if !finite {
-                    untranspose_weights(model, range.clone(), &wt, 0, cfg.par);
+                    untranspose_weights(model, range.clone(), &wt, cfg.par);
                     check_finite_weights(step, model, range.clone())?;
                 }
                 obs.on_step(&StepInfo { step, epoch, loss: value, grad_norms, zero_sum: zs });
@@ -1029,7 +1044,7 @@ fn train_until(
                 || cfg.alarms.max_usage.is_some()
                 || cfg.alarms.dead_units.is_some()
             {
-                untranspose_weights(model, range.clone(), &wt, 0, cfg.par);
+                untranspose_weights(model, range.clone(), &wt, cfg.par);
             }
             obs.on_epoch(epoch, mean);
             alarms(model, x, cfg, step, &mut report)?;
@@ -1052,7 +1067,7 @@ fn train_until(
     } else {
         run()
     };
-    untranspose_weights(model, range.clone(), &wt, 0, cfg.par);
+    untranspose_weights(model, range.clone(), &wt, cfg.par);
     outcome?;
     report.steps = step;
     report.final_loss = report.epoch_loss.last().copied().unwrap_or(f64::NAN);
