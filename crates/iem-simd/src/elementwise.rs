@@ -298,6 +298,8 @@ struct AdamK<'a> {
     g: &'a [f32],
     m: &'a mut [f32],
     v: &'a mut [f32],
+    /// Write the new parameters with streaming stores ([`adam_update_finite_stream`]).
+    stream: bool,
 }
 impl Kernel for AdamK<'_> {
     /// Whether every updated parameter is finite.
@@ -317,21 +319,53 @@ impl Kernel for AdamK<'_> {
         // `p − p` is 0 for a finite p and NaN for ±∞ or NaN; the sum of those stays 0 only
         // if every new parameter is finite (checked in registers, not in a second pass).
         let mut bad = s.zero();
+        let consts = (b1, b2, c1, c2, step, ibc2, eps, l2, wd);
+        // With streaming stores, a first partial vector up to the alignment they need (its
+        // lanes are updated exactly as in a full vector: the same bits).
+        let stream = self.stream && S::STREAM_ALIGN > 1;
         let mut i = 0;
+        if stream {
+            let off = (self.p.as_ptr() as usize % S::STREAM_ALIGN) / 4;
+            let head = ((S::STREAM_ALIGN / 4 - off) % (S::STREAM_ALIGN / 4)).min(n);
+            if head > 0 && head < l {
+                let (p, m, v) = adam_lane(
+                    s,
+                    consts,
+                    s.load_partial(&self.p[..head], 0.0),
+                    s.load_partial(&self.g[..head], 0.0),
+                    s.load_partial(&self.m[..head], 0.0),
+                    s.load_partial(&self.v[..head], 0.0),
+                );
+                s.store_partial(&mut self.p[..head], p);
+                s.store_partial(&mut self.m[..head], m);
+                s.store_partial(&mut self.v[..head], v);
+                if !self.p[..head].iter().all(|x| x.is_finite()) {
+                    bad = s.splat(f32::NAN);
+                }
+                i = head;
+            }
+        }
         while i + l <= n {
             let (p, m, v) = adam_lane(
                 s,
-                (b1, b2, c1, c2, step, ibc2, eps, l2, wd),
+                consts,
                 s.load(&self.p[i..]),
                 s.load(&self.g[i..]),
                 s.load(&self.m[i..]),
                 s.load(&self.v[i..]),
             );
-            s.store(&mut self.p[i..], p);
+            if stream {
+                s.store_stream(&mut self.p[i..], p);
+            } else {
+                s.store(&mut self.p[i..], p);
+            }
             s.store(&mut self.m[i..], m);
             s.store(&mut self.v[i..], v);
             bad = s.add(bad, s.sub(p, p));
             i += l;
+        }
+        if stream {
+            s.stream_fence();
         }
         if i < n {
             let (p, m, v) = adam_lane(
@@ -386,7 +420,27 @@ pub fn adam_update_finite(
     v: &mut [f32],
 ) -> bool {
     check_adam(p, g, m, v);
-    simd::run(AdamK { h, p, g, m, v })
+    simd::run(AdamK { h, p, g, m, v, stream: false })
+}
+
+/// [`adam_update_finite`] writing the new parameters with streaming (non-temporal) stores
+/// where the instruction set has them (x86): the same bits, but the parameters' lines go
+/// to memory instead of this core's caches, and are not read first. For a trainer whose
+/// parameters other cores read between updates: a store to a line that another core has
+/// read waits for that copy to be invalidated, and Adam's pass then ran 2–3× slower than
+/// from memory (`crates/iem-train/BENCHMARKS.md`). Elsewhere, plain stores.
+///
+/// # Panics
+/// If the slices differ in length.
+pub fn adam_update_finite_stream(
+    h: AdamStep,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) -> bool {
+    check_adam(p, g, m, v);
+    simd::run(AdamK { h, p, g, m, v, stream: true })
 }
 
 /// The length checks of the Adam updates.
@@ -414,10 +468,10 @@ pub fn adam_update_par(
             .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK))
             .for_each(|(((p, g), m), v)| {
-                simd::run(AdamK { h, p, g, m, v });
+                simd::run(AdamK { h, p, g, m, v, stream: false });
             });
     } else {
-        simd::run(AdamK { h, p, g, m, v });
+        simd::run(AdamK { h, p, g, m, v, stream: false });
     }
 }
 

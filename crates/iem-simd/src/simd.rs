@@ -75,6 +75,20 @@ pub unsafe trait Simd: Copy + Send + Sync {
         let n = s.len();
         s.copy_from_slice(&buf[..n]);
     }
+    /// Stores `LANES` values like [`Simd::store`], with a non-temporal hint where the
+    /// instruction set has one (x86: the line goes to memory instead of this core's
+    /// caches, without first being read). `s` must start at a multiple of
+    /// [`Simd::STREAM_ALIGN`] bytes.
+    #[inline(always)]
+    fn store_stream(self, s: &mut [f32], v: Self::V) {
+        self.store(s, v)
+    }
+    /// Alignment in bytes that [`Simd::store_stream`] needs (1: none).
+    const STREAM_ALIGN: usize = 1;
+    /// Orders the streaming stores before it before every later store (x86 `sfence`), so
+    /// that another thread that synchronises with this one sees them.
+    #[inline(always)]
+    fn stream_fence(self) {}
     /// `0`.
     #[inline(always)]
     fn zero(self) -> Self::V {
@@ -281,6 +295,16 @@ mod x86 {
             assert!(s.len() >= 8);
             unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
         }
+        const STREAM_ALIGN: usize = 32;
+        #[inline(always)]
+        fn store_stream(self, s: &mut [f32], v: __m256) {
+            assert!(s.len() >= 8 && (s.as_ptr() as usize).is_multiple_of(32));
+            unsafe { _mm256_stream_ps(s.as_mut_ptr(), v) }
+        }
+        #[inline(always)]
+        fn stream_fence(self) {
+            unsafe { _mm_sfence() }
+        }
         // Masked loads and stores touch only the lanes in the slice (masked-off lanes never
         // fault), instead of copying through a buffer.
         #[inline(always)]
@@ -409,6 +433,16 @@ mod x86 {
         fn store(self, s: &mut [f32], v: __m512) {
             assert!(s.len() >= 16);
             unsafe { _mm512_storeu_ps(s.as_mut_ptr(), v) }
+        }
+        const STREAM_ALIGN: usize = 64;
+        #[inline(always)]
+        fn store_stream(self, s: &mut [f32], v: __m512) {
+            assert!(s.len() >= 16 && (s.as_ptr() as usize).is_multiple_of(64));
+            unsafe { _mm512_stream_ps(s.as_mut_ptr(), v) }
+        }
+        #[inline(always)]
+        fn stream_fence(self) {
+            unsafe { _mm_sfence() }
         }
         // Masked loads and stores touch only the lanes in the slice (masked-off lanes never
         // fault), instead of copying through a buffer.

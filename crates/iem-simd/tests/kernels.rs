@@ -1051,3 +1051,62 @@ fn panel_rejects_widths_that_do_not_fit() {
 fn bits(x: &[f32]) -> Vec<u32> {
     x.iter().map(|v| v.to_bits()).collect()
 }
+
+/// Adam with streaming stores for the parameters gives `adam_update_finite`'s bits and
+/// answer on every length and every start offset within a cache line (the first partial
+/// vector up to the streaming stores' alignment, the body, the tail), with a non-finite
+/// result in each part.
+#[test]
+fn adam_with_streaming_stores_has_the_bits_of_adam() {
+    let mut r = rng(14);
+    let h = ew::AdamStep {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        bias_correction1: 0.1,
+        bias_correction2: 0.001,
+        l2: 1e-4,
+        decoupled: 0.01,
+    };
+    let big = 300;
+    let p0 = randv(&mut r, big + 16, -1.0, 1.0);
+    let g0 = randv(&mut r, big + 16, -1.0, 1.0);
+    let m0 = randv(&mut r, big + 16, -0.1, 0.1);
+    let v0 = randv(&mut r, big + 16, 0.0, 0.1);
+    for off in 0..16 {
+        for n in [0, 1, 5, 15, 16, 17, 33, 100, big] {
+            for bad in [None, Some(0), Some(n / 2), Some(n.saturating_sub(1))] {
+                let mut g = g0.clone();
+                if let Some(b) = bad.filter(|&b| b < n) {
+                    g[off + b] = f32::INFINITY;
+                }
+                let run = |stream: bool| {
+                    let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
+                    let s = off..off + n;
+                    let f = if stream {
+                        ew::adam_update_finite_stream(
+                            h,
+                            &mut p[s.clone()],
+                            &g[s.clone()],
+                            &mut m[s.clone()],
+                            &mut v[s.clone()],
+                        )
+                    } else {
+                        ew::adam_update_finite(
+                            h,
+                            &mut p[s.clone()],
+                            &g[s.clone()],
+                            &mut m[s.clone()],
+                            &mut v[s],
+                        )
+                    };
+                    (f, bits(&p), bits(&m), bits(&v))
+                };
+                let (want, got) = (run(false), run(true));
+                assert_eq!(got, want, "offset {off}, n {n}, bad {bad:?} under {}", Isa::current());
+                assert_eq!(want.0, bad.is_none_or(|b| b >= n), "offset {off}, n {n}, bad {bad:?}");
+            }
+        }
+    }
+}

@@ -3,7 +3,9 @@
 
 use crate::{Model, ParamGrads};
 use iem_simd::Par;
-use iem_simd::elementwise::{AdamStep, adam_update_finite, all_finite, sgd_update};
+use iem_simd::elementwise::{
+    AdamStep, adam_update_finite, adam_update_finite_stream, all_finite, sgd_update,
+};
 use serde::{Deserialize, Serialize};
 
 /// Which update rule.
@@ -227,30 +229,39 @@ impl Optimizer {
                 Rule::Adam(adam_step(lr, t, beta1, beta2, eps, 0.0, weight_decay))
             }
         };
-        // (parameter, gradient, first state, second state) chunks of every trained tensor;
-        // SGD keeps its momentum buffer in the first state.
-        let mut jobs = Vec::new();
+        // (parameter, gradient, first state, second state) chunks of every trained tensor,
+        // and whether to write the parameters with streaming stores; SGD keeps its momentum
+        // buffer in the first state.
+        let mut jobs: Vec<(Job<'_>, bool)> = Vec::new();
         let states = self.m[layers.clone()].iter_mut().zip(self.v[layers.clone()].iter_mut());
         let mut wt = wt.iter_mut();
         for ((layer, (ms, vs)), gs) in model.layers[layers].iter_mut().zip(states).zip(grads) {
             let mut params = layer.params_mut();
+            // With row blocks both cores read a working weight matrix between updates, and
+            // a store to a line that the other core has read waits for its copy to be
+            // invalidated: Adam writes such weights with streaming stores (same bits) —
+            // unless the trainer reads them again at once to refresh `W`'s panels.
+            let mut stream = false;
             if let Some(Some(t)) = wt.next() {
                 params[0] = t.t.as_mut_slice();
+                stream = t.wp.is_none();
             }
-            for (((p, g), m), v) in params.into_iter().zip(gs).zip(ms).zip(vs) {
+            for (k, (((p, g), m), v)) in params.into_iter().zip(gs).zip(ms).zip(vs).enumerate() {
                 let chunks = p.chunks_mut(CHUNK).zip(g.chunks(CHUNK));
-                jobs.extend(chunks.zip(m.chunks_mut(CHUNK)).zip(v.chunks_mut(CHUNK)));
+                let chunks = chunks.zip(m.chunks_mut(CHUNK)).zip(v.chunks_mut(CHUNK));
+                jobs.extend(chunks.map(|j| (j, stream && k == 0)));
             }
         }
-        let run = |(((p, g), m), v): Job<'_>| match rule {
+        let run = |((((p, g), m), v), stream): (Job<'_>, bool)| match rule {
             Rule::Sgd { lr, momentum, weight_decay } => {
                 sgd_update(lr, momentum, weight_decay, p, g, m);
                 all_finite(p)
             }
             // The finiteness check runs on the new values in registers.
+            Rule::Adam(h) if stream => adam_update_finite_stream(h, p, g, m, v),
             Rule::Adam(h) => adam_update_finite(h, p, g, m, v),
         };
-        let total: usize = jobs.iter().map(|j| j.0.0.0.len()).sum();
+        let total: usize = jobs.iter().map(|j| j.0.0.0.0.len()).sum();
         if par.degree() > 1 && total > CHUNK {
             jobs.into_par_iter().map(run).reduce(|| true, |a, b| a && b)
         } else {
