@@ -201,16 +201,17 @@ unsafe fn matmul_block(
 ) {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
-        if let Some(bias) = bias {
-            for i in rows.clone() {
-                // SAFETY: row i, columns `cols` of C are inside it (caller).
-                let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * u), u) };
-                row[cols.clone()].copy_from_slice(&bias[cols.clone()]);
-            }
-        }
         let mut j = rows.start;
         while j < rows.end {
             let nt = NR.min(rows.end - j);
+            if let Some(bias) = bias {
+                // The tile's rows start as the bias, just before the kernel adds to them.
+                for i in j..j + nt {
+                    // SAFETY: row i, columns `cols` of C are inside it (caller).
+                    let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * u), u) };
+                    row[cols.clone()].copy_from_slice(&bias[cols.clone()]);
+                }
+            }
             for p in cols.start / WIDTH..cols.end / WIDTH {
                 // SAFETY: `fast()`: the AVX-512 path was detected at run time. The kernel
                 // reads panel p (64 values at stride 64 for each of k depths), rows
