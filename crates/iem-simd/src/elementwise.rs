@@ -327,19 +327,16 @@ impl Kernel for AdamK<'_> {
         if stream {
             let off = (self.p.as_ptr() as usize % S::STREAM_ALIGN) / 4;
             let head = ((S::STREAM_ALIGN / 4 - off) % (S::STREAM_ALIGN / 4)).min(n);
-            if head > 0 && head < l {
-                let (p, m, v) = adam_lane(
+            if head > 0 {
+                let finite = adam_partial(
                     s,
                     consts,
-                    s.load_partial(&self.p[..head], 0.0),
-                    s.load_partial(&self.g[..head], 0.0),
-                    s.load_partial(&self.m[..head], 0.0),
-                    s.load_partial(&self.v[..head], 0.0),
+                    &mut self.p[..head],
+                    &self.g[..head],
+                    &mut self.m[..head],
+                    &mut self.v[..head],
                 );
-                s.store_partial(&mut self.p[..head], p);
-                s.store_partial(&mut self.m[..head], m);
-                s.store_partial(&mut self.v[..head], v);
-                if !self.p[..head].iter().all(|x| x.is_finite()) {
+                if !finite {
                     bad = s.splat(f32::NAN);
                 }
                 i = head;
@@ -367,22 +364,43 @@ impl Kernel for AdamK<'_> {
         if stream {
             s.stream_fence();
         }
-        if i < n {
-            let (p, m, v) = adam_lane(
+        let tail = i == n
+            || adam_partial(
                 s,
-                (b1, b2, c1, c2, step, ibc2, eps, l2, wd),
-                s.load_partial(&self.p[i..], 0.0),
-                s.load_partial(&self.g[i..], 0.0),
-                s.load_partial(&self.m[i..], 0.0),
-                s.load_partial(&self.v[i..], 0.0),
+                consts,
+                &mut self.p[i..],
+                &self.g[i..],
+                &mut self.m[i..],
+                &mut self.v[i..],
             );
-            s.store_partial(&mut self.p[i..], p);
-            s.store_partial(&mut self.m[i..], m);
-            s.store_partial(&mut self.v[i..], v);
-        }
-        // The tail's padding lanes may hold 0/0 (ε = 0): check only the stored elements.
-        s.reduce_sum(bad) == 0.0 && self.p[i..].iter().all(|x| x.is_finite())
+        s.reduce_sum(bad) == 0.0 && tail
     }
+}
+
+/// Adam on fewer than `LANES` elements (a kernel's first or last partial vector): each lane
+/// is updated as in a full vector, so the same bits. Returns whether the stored parameters
+/// are finite (the padding lanes may hold 0/0 when ε = 0, so they are not looked at).
+#[inline(always)]
+fn adam_partial<S: Simd>(
+    s: S,
+    c: AdamConsts<S::V>,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) -> bool {
+    let (np, nm, nv) = adam_lane(
+        s,
+        c,
+        s.load_partial(p, 0.0),
+        s.load_partial(g, 0.0),
+        s.load_partial(m, 0.0),
+        s.load_partial(v, 0.0),
+    );
+    s.store_partial(p, np);
+    s.store_partial(m, nm);
+    s.store_partial(v, nv);
+    p.iter().all(|x| x.is_finite())
 }
 
 /// One Adam/AdamW step over a parameter slice, in place:

@@ -165,10 +165,10 @@ pub fn matmul(
     let panels = u / WIDTH;
     let halves = if panels >= 2 { 2 } else { 1 };
     let split = panels.div_ceil(halves);
-    let tasks: Vec<(usize, usize)> =
-        (0..n.div_ceil(ROWS_PER_TASK)).flat_map(|t| (0..halves).map(move |h| (t, h))).collect();
+    let tasks = n.div_ceil(ROWS_PER_TASK) * halves;
     let cp = SendPtr(c.as_mut_ptr());
-    let run = |&(t, h): &(usize, usize)| {
+    let run = |task: usize| {
+        let (t, h) = (task / halves, task % halves);
         let rows = t * ROWS_PER_TASK..((t + 1) * ROWS_PER_TASK).min(n);
         let cols = h * split * WIDTH..((h + 1) * split).min(panels) * WIDTH;
         let cp = &cp;
@@ -176,10 +176,10 @@ pub fn matmul(
         // `c` holds, and only inside it.
         unsafe { matmul_block(isa, a, k, b, u, bias, cp.0, rows, cols) };
     };
-    if par.degree() > 1 && tasks.len() > 1 && n * k * u >= PAR_MIN_FLOPS {
-        tasks.par_iter().for_each(run);
+    if par.degree() > 1 && tasks > 1 && n * k * u >= PAR_MIN_FLOPS {
+        (0..tasks).into_par_iter().for_each(run);
     } else {
-        tasks.iter().for_each(run);
+        (0..tasks).for_each(run);
     }
 }
 
@@ -277,9 +277,9 @@ pub fn matmul_tn(
     let isa = Isa::current();
     // G's panels (n × 64 each): the micro-kernel's left operand.
     scratch.resize(n * u, 0.0);
-    for (p, out) in scratch.chunks_mut(WIDTH * n.max(1)).enumerate().take(u / WIDTH) {
-        for (b, o) in out.chunks_mut(WIDTH).enumerate() {
-            o.copy_from_slice(&g[b * u + p * WIDTH..b * u + (p + 1) * WIDTH]);
+    for (b, row) in g.chunks(u).enumerate() {
+        for (p, src) in row.chunks(WIDTH).enumerate() {
+            scratch[p * WIDTH * n + b * WIDTH..][..WIDTH].copy_from_slice(src);
         }
     }
     let gp: &[f32] = scratch;

@@ -288,7 +288,7 @@ impl Model {
 
     /// Forward pass through layers `from..to` from `t.values[0]`, reusing the buffers the
     /// trace already holds (a training loop keeps one trace for the whole run). `wt[i]`,
-    /// when present, is the transposed weight matrix of linear layer `from + i` (see
+    /// when present, holds the working weights of linear layer `from + i` (see
     /// [`Layer::forward_into_t`]); `wt` may be empty.
     ///
     /// `fuse = Some(step)` (training, when nothing reads a linear layer's own output): a
@@ -403,9 +403,10 @@ impl Model {
     /// and `on_dx(i, dx)` sees each layer's input gradient as it is computed. `first_dx`:
     /// compute the first layer's input gradient (training skips it when that layer is
     /// linear: its input is data or a frozen layer's output). `wt` as for
-    /// [`Model::forward_trace`]: a linear layer given `Wᵀ` also returns its weight gradient
-    /// transposed, while its input gradient `G·W` still reads `W` (the product runs faster
-    /// untransposed): the caller keeps `W` current for every layer whose input gradient it
+    /// [`Model::forward_trace`]: a linear layer given working weights also returns its
+    /// weight gradient in their layout, while its input gradient `G·W` still reads `W`, or
+    /// `W`'s panels when the working weights keep them (the product runs faster
+    /// untransposed): the caller keeps them current for every layer whose input gradient it
     /// asks for.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_trace(

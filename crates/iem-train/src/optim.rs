@@ -196,9 +196,9 @@ impl Optimizer {
     /// so the result is the same for any thread count), and each chunk is checked for
     /// NaN/Inf while it is still in the updating core's cache. Returns whether every updated
     /// parameter is finite. `wt[i]`, when present, stands for the weight matrix of linear
-    /// layer `layers.start + i` (the trainer's transposed copy, updated instead of `W`,
-    /// with its gradient and this optimiser's state in the same layout: each element's
-    /// update is independent of the layout).
+    /// layer `layers.start + i` (the trainer's working copy — transposed, possibly in
+    /// panels — updated instead of `W`, with its gradient and this optimiser's state in the
+    /// same layout: each element's update is independent of the layout).
     pub(crate) fn apply(
         &mut self,
         model: &mut Model,

@@ -143,10 +143,11 @@ pub struct TrainConfig {
     /// choice: one parallel region per step instead of one per kernel (on 2 cores, 2 blocks
     /// made an MNIST-size step about 1.3× faster; see the crate's `BENCHMARKS.md`). With
     /// more than one block the trainer also keeps the linear layers' weights transposed
-    /// while it runs (the layout its GEMMs read fastest) and writes them back into the model
-    /// after every epoch for an observer that [wants the model](Observer::wants_model), and
-    /// when the run ends, however it ends; all but the first trained layer also get `W` back
-    /// after every step, for the input-gradient products that read it.
+    /// while it runs (the layout its GEMMs read fastest; on AVX-512, for widths that are
+    /// multiples of 64, in the panels of `iem_simd::panel`) and writes them back into the
+    /// model after every epoch for an observer that [wants the model](Observer::wants_model),
+    /// and when the run ends, however it ends; all but the first trained layer also get `W`
+    /// (or `W`'s panels) back after every step, for the input-gradient products that read it.
     ///
     /// Run on a worker of a rayon pool (inside `ThreadPool::install`) with `par` above one
     /// thread, other threads of the pool (one per further block, within `par`'s degree)
@@ -485,7 +486,7 @@ impl Default for Block {
 /// What every row block of a step shares.
 struct BlockCtx<'a> {
     model: &'a Model,
-    /// Working weights of the linear layers of `range` (see [`transposed_weights`]).
+    /// Working weights of the linear layers of `range` (see [`working_weights`]).
     wt: &'a [Option<WorkWeights>],
     base: &'a Matrix,
     range: Range<usize>,
@@ -533,8 +534,8 @@ impl BlockCtx<'_> {
 /// `X·(Wᵀ)`, whose large-shape GEMM copies the weights instead of transposing them in every
 /// block (the transposition was a tenth of the MNIST-size step; `BENCHMARKS.md`), or reads
 /// the panels in place; the weight gradients and the optimiser's state take the same
-/// layout. [`untranspose_weights`] writes them back into the model.
-fn transposed_weights(model: &Model, range: Range<usize>, par: Par) -> Vec<Option<WorkWeights>> {
+/// layout. [`write_back_weights`] writes them back into the model.
+fn working_weights(model: &Model, range: Range<usize>, par: Par) -> Vec<Option<WorkWeights>> {
     model.layers[range]
         .iter()
         .enumerate()
@@ -545,9 +546,9 @@ fn transposed_weights(model: &Model, range: Range<usize>, par: Par) -> Vec<Optio
         .collect()
 }
 
-/// `W` from the working weights of [`transposed_weights`] into the model, for every linear
+/// `W` from the working weights of [`working_weights`] into the model, for every linear
 /// layer of `range`.
-fn untranspose_weights(
+fn write_back_weights(
     model: &mut Model,
     range: Range<usize>,
     wt: &[Option<WorkWeights>],
@@ -926,8 +927,7 @@ fn train_until(
     // linear layers that the blocks (and the optimiser) then work on.
     let mut blocks: Vec<Block> = Vec::new();
     let blocked = cfg.row_blocks > 1 && aux.is_empty();
-    let mut wt =
-        if blocked { transposed_weights(model, range.clone(), cfg.par) } else { Vec::new() };
+    let mut wt = if blocked { working_weights(model, range.clone(), cfg.par) } else { Vec::new() };
     let mut step = 0;
     let mut converged = false;
     let mut prev = f64::INFINITY;
@@ -1031,7 +1031,7 @@ fn train_until(
                     refresh_for_backward(model, range.clone(), &mut wt, cfg.par);
                 }
                 if !finite {
-                    untranspose_weights(model, range.clone(), &wt, cfg.par);
+                    write_back_weights(model, range.clone(), &wt, cfg.par);
                     check_finite_weights(step, model, range.clone())?;
                 }
                 obs.on_step(&StepInfo { step, epoch, loss: value, grad_norms, zero_sum: zs });
@@ -1044,7 +1044,7 @@ fn train_until(
                 || cfg.alarms.max_usage.is_some()
                 || cfg.alarms.dead_units.is_some()
             {
-                untranspose_weights(model, range.clone(), &wt, cfg.par);
+                write_back_weights(model, range.clone(), &wt, cfg.par);
             }
             obs.on_epoch(epoch, mean);
             alarms(model, x, cfg, step, &mut report)?;
@@ -1067,7 +1067,7 @@ fn train_until(
     } else {
         run()
     };
-    untranspose_weights(model, range.clone(), &wt, cfg.par);
+    write_back_weights(model, range.clone(), &wt, cfg.par);
     outcome?;
     report.steps = step;
     report.final_loss = report.epoch_loss.last().copied().unwrap_or(f64::NAN);
