@@ -662,11 +662,19 @@ fn row_blocks_are_deterministic_and_checked() {
     }
     // Weights made non-finite by the update (here the largest finite learning rate on
     // inputs of magnitude 1e3, so that lr · gradient overflows) are named with their layer
-    // (the check runs inside the update's chunks), on 1 or 2 threads alike.
+    // (the check runs inside the update's chunks), on 1 or 2 threads alike — also for
+    // layers 64 and 128 wide, whose working weights are kept in panels on AVX-512 (the
+    // model then gets the failed update back from the panels).
     let x = Matrix::from_vec(x.rows(), x.cols(), x.as_slice().iter().map(|v| v * 1e3).collect())
         .unwrap();
-    for (threads, par) in [(1, Par::Seq), (2, Par::Rayon(2))] {
-        let mut m = Model::mlp(&[2, 4, 3], &[Activation::Relu], Init::PytorchDefault, 1).unwrap();
+    let cases: [(&[usize], &[Activation], usize); 3] = [
+        (&[2, 4, 3], &[Activation::Relu], 1),
+        (&[2, 4, 3], &[Activation::Relu], 2),
+        (&[2, 64, 128, 3], &[Activation::Relu, Activation::LogSoftmax], 1),
+    ];
+    for (widths, acts, threads) in cases {
+        let par = if threads == 1 { Par::Seq } else { Par::Rayon(2) };
+        let mut m = Model::mlp(widths, acts, Init::PytorchDefault, 1).unwrap();
         let cfg = TrainConfig {
             epochs: 1,
             optim: OptimConfig::sgd(f32::MAX, 0.0),
@@ -689,10 +697,9 @@ fn row_blocks_are_deterministic_and_checked() {
 
 /// Linear layers whose width is a multiple of 64 keep their working weights in panels
 /// (`iem_simd::panel`) on AVX-512: 1 or 2 threads still give the same bits over several
-/// Adam epochs, and weights made non-finite by an update are still named with their layer
-/// (the model gets the failed update back from the panels).
+/// Adam epochs (their non-finite weights: `row_blocks_are_deterministic_and_checked`).
 #[test]
-fn row_blocks_with_panel_wide_layers_keep_the_bits_and_name_failures() {
+fn row_blocks_with_panel_wide_layers_keep_the_bits() {
     let (x, y) = toy(300, 8);
     let model = || {
         Model::mlp(
@@ -721,20 +728,6 @@ fn row_blocks_with_panel_wide_layers_keep_the_bits_and_name_failures() {
     let one = pool(1).install(|| run(Par::Seq));
     assert_eq!(pool(2).install(|| run(Par::Rayon(2))), one);
     assert_ne!(one, model(), "the run trained");
-    let x = Matrix::from_vec(x.rows(), x.cols(), x.as_slice().iter().map(|v| v * 1e3).collect())
-        .unwrap();
-    let mut m = model();
-    let cfg = TrainConfig {
-        epochs: 1,
-        optim: OptimConfig::sgd(f32::MAX, 0.0),
-        row_blocks: 2,
-        ..TrainConfig::default()
-    };
-    match train::end_to_end(&mut m, &x, &Loss::CrossEntropy(y.clone()), &[], &cfg, &mut ()) {
-        Err(TrainError::NonFinite { layer: Some(_), quantity: "weight", .. }) => {}
-        other => panic!("expected a non-finite weight, got {other:?}"),
-    }
-    assert!(flat(&m).iter().any(|v| !v.is_finite()));
 }
 
 /// With row blocks on a pool's worker, the pool's other threads poll for the step's work
